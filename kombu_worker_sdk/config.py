@@ -1,0 +1,220 @@
+"""Configuration: YAML chosen by WORKER_CONFIG, queues.yaml, then the environment.
+
+Precedence, lowest first: built-in defaults, ``config/default.yaml``, the file
+named by WORKER_CONFIG (``vastra`` → ``config/vastra.yaml``, or a path),
+``config/queues.yaml``, the seed's environment variables (QUEUE_URL,
+NEXT_QUEUE_URL, BUCKET, DB_DSN), ``KOMBU_WORKER_<KEY>`` variables, and finally
+command-line flags. Every layer is checked key by key, so an error names the
+file (or variable) and the key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ConfigError
+
+SEED_ENV = {
+    "QUEUE_URL": "queue",
+    "NEXT_QUEUE_URL": "next_queue",
+    "DLQ_URL": "dead_letter_queue",
+    "BUCKET": "bucket",
+    "DB_DSN": "db_dsn",
+    "BROKER_URL": "broker_url",
+    "STORAGE_URL": "storage_url",
+}
+ENV_PREFIX = "KOMBU_WORKER_"
+QUEUES_FILE_KEYS = {"input_queue": "queue", "next_queue": "next_queue", "dlq": "dead_letter_queue"}
+_SECRET_IN_URL = re.compile(r"(?P<scheme>[a-z0-9+]+://)(?P<user>[^:/@]*):(?P<pw>[^@/]*)@", re.I)
+SECRET_KEYS = ("password", "secret", "token")
+
+
+class StageSpec(BaseModel):
+    """A custom stage named in YAML: ``{class: pkg.mod:Stage, before: hooks}``."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    class_path: str = Field(alias="class")
+    before: str | None = None
+    after: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class WorkerConfig(BaseModel):
+    """The one validated configuration of a worker; ``ctx.config`` is this object."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # Where messages come from and go to.
+    broker_url: str = "filesystem://"
+    queue: str = "tasks"
+    next_queue: str | None = None
+    dead_letter_queue: str | None = None
+    # Embedded defaults live under one folder; unused by sqs:// + s3:// + postgresql://.
+    data_dir: Path = Path(".kombu-worker")
+    storage_url: str | None = None
+    bucket: str | None = None
+    allowed_buckets: list[str] = Field(default_factory=list)
+    allow_local_input: bool = True
+    db_dsn: str | None = None
+    # How the worker runs.
+    concurrency: int = Field(default=1, ge=1, le=256)
+    prefetch: int | None = Field(default=None, ge=1, le=1000)
+    batch_size: int = Field(default=1, ge=1, le=1024)
+    batch_wait_ms: int = Field(default=0, ge=0, le=60_000)
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    retry_backoff_seconds: float = Field(default=1.0, ge=0)
+    retry_backoff_max_seconds: float = Field(default=300.0, ge=0)
+    lease_seconds: int = Field(default=300, ge=1)
+    shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+    max_message_bytes: int = Field(default=262_144, ge=1024, le=1_048_576)
+    # SQS specifics.
+    region: str | None = None
+    wait_time_seconds: int = Field(default=20, ge=0, le=20)
+    receive_batch_size: int = Field(default=10, ge=1, le=10)
+    visibility_timeout: int = Field(default=60, ge=0, le=43_200)
+    fifo_group_by: Literal["job_id", "task_id"] = "job_id"
+    # Operations.
+    stages: list[StageSpec] = Field(default_factory=list)
+    log_level: str = "INFO"
+    health_port: int | None = Field(default=None, ge=0, le=65535)
+    worker_id: str | None = None
+
+    @model_validator(mode="after")
+    def _check_dirs(self) -> WorkerConfig:
+        if self.retry_backoff_max_seconds < self.retry_backoff_seconds:
+            raise ValueError("retry_backoff_max_seconds must be >= retry_backoff_seconds")
+        return self
+
+    @property
+    def effective_storage_url(self) -> str:
+        return self.storage_url or f"file://{(self.data_dir / 'storage').resolve()}"
+
+    @property
+    def effective_db_dsn(self) -> str:
+        return self.db_dsn or f"sqlite:///{(self.data_dir / 'state.db').resolve()}"
+
+    @property
+    def effective_dead_letter_queue(self) -> str:
+        return self.dead_letter_queue or f"{self.queue}-dlq"
+
+    @property
+    def effective_prefetch(self) -> int:
+        """Never hold more messages invisible than the worker can start soon."""
+        return self.prefetch or self.concurrency * self.batch_size
+
+    @property
+    def is_embedded_broker(self) -> bool:
+        return self.broker_url.split("://", 1)[0] in {"filesystem", "memory"}
+
+    def masked(self) -> dict[str, Any]:
+        """The config as plain data with every password and secret masked."""
+        return mask_secrets(self.model_dump(mode="json", by_alias=True))
+
+
+def mask_secrets(value: Any) -> Any:
+    """Replace passwords in URLs and secret-named keys with '***', recursively."""
+    if isinstance(value, dict):
+        return {
+            k: "***" if any(s in k.lower() for s in SECRET_KEYS) and v else mask_secrets(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [mask_secrets(v) for v in value]
+    if isinstance(value, str):
+        return mask_url(value)
+    return value
+
+
+def mask_url(text: str) -> str:
+    """Hide the password of every ``scheme://user:password@`` in ``text``."""
+    return _SECRET_IN_URL.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+
+
+def load_config(
+    name: str | None = None,
+    *,
+    config_dir: str | Path | None = None,
+    env: dict[str, str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> WorkerConfig:
+    """Build the merged, validated config. ``name`` defaults to $WORKER_CONFIG."""
+    environ = dict(os.environ if env is None else env)
+    directory = Path(config_dir or environ.get("WORKER_CONFIG_DIR") or "config")
+    layers = _file_layers(name or environ.get("WORKER_CONFIG") or "default", directory)
+    layers.append(("environment", _env_layer(environ)))
+    layers.append(("command line", {k: v for k, v in (overrides or {}).items() if v is not None}))
+    merged: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for source, data in layers:
+        for key, value in data.items():
+            if key not in WorkerConfig.model_fields:
+                raise ConfigError(f"{source}: unknown config key {key!r}")
+            merged[key] = value
+            origin[key] = source
+    try:
+        return WorkerConfig.model_validate(merged)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = str(err["loc"][0]) if err["loc"] else "?"
+        raise ConfigError(f"{origin.get(key, 'config')}: key {key!r}: {err['msg']}") from None
+
+
+def _file_layers(name: str, directory: Path) -> list[tuple[str, dict[str, Any]]]:
+    layers: list[tuple[str, dict[str, Any]]] = []
+    default = directory / "default.yaml"
+    if default.is_file():
+        layers.append((str(default), _read_yaml(default)))
+    named = _named_file(name, directory)
+    if named is not None and named != default:
+        layers.append((str(named), _read_yaml(named)))
+    queues = directory / "queues.yaml"
+    if queues.is_file():
+        raw = _read_yaml(queues)
+        unknown = set(raw) - set(QUEUES_FILE_KEYS)
+        if unknown:
+            raise ConfigError(f"{queues}: unknown key {sorted(unknown)[0]!r}")
+        layers.append((str(queues), {QUEUES_FILE_KEYS[k]: v for k, v in raw.items() if v}))
+    return layers
+
+
+def _named_file(name: str, directory: Path) -> Path | None:
+    if name.endswith((".yaml", ".yml")) or os.sep in name:
+        path = Path(name)
+    else:
+        path = directory / f"{name}.yaml"
+    if path.is_file():
+        return path
+    if name == "default":
+        return None
+    raise ConfigError(f"WORKER_CONFIG={name!r}: no config file at {path}")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def _env_layer(environ: dict[str, str]) -> dict[str, Any]:
+    layer: dict[str, Any] = {key: environ[var] for var, key in SEED_ENV.items() if environ.get(var)}
+    for var, value in environ.items():
+        if var.startswith(ENV_PREFIX):
+            key = var[len(ENV_PREFIX) :].lower()
+            layer[key] = yaml.safe_load(value) if key in _STRUCTURED_KEYS else value
+    return layer
+
+
+_STRUCTURED_KEYS = {"allowed_buckets", "stages"}

@@ -1,0 +1,125 @@
+"""The one exception hierarchy of kombu-worker-sdk.
+
+Every error the SDK raises derives from :class:`WorkerSDKError`, so callers can
+catch the whole family in one clause. The tree::
+
+    WorkerSDKError
+    ├── ConfigError                  bad config file, key, value or URL
+    ├── HooksError                   hooks path cannot be imported or a hook is missing
+    ├── BackendUnavailableError      a queue, bucket or database did not answer (transient)
+    ├── MessageError                 the message itself is bad: never retried, dead-lettered
+    │   ├── DecodeError              not JSON, pickle or another refused content type
+    │   ├── InvalidMessageError      JSON that breaks the message schema
+    │   ├── TaskConflictError        a task_id reused with different content
+    │   └── UnsafeURIError           a URI outside the allowlist or output_prefix
+    │       └── OutputPrefixViolation    a write that would land outside output_prefix
+    ├── StorageError                 a read or write failed for a reason other than safety
+    │   └── ObjectNotFoundError
+    ├── StateError                   the task/job store refused an operation
+    ├── PublishError                 fan-out could not be sent
+    │   └── MessageTooLargeError     a child exceeds the queue's size limit
+    ├── HookError                    a user hook raised (transient: retried)
+    │   └── PermanentError           raised by a hook to skip the retries
+    └── FlowControl                  not failures: signals that steer the pipeline
+        ├── SkipMessage              ack without further work (duplicate, already done)
+        ├── RetryMessage             retry later, after ``delay`` seconds
+        └── RejectMessage            dead-letter now, with a reason
+
+Message-level errors carry the ``task_id`` when it could be read, so that the
+task can be marked FAILED even when the message is otherwise unusable.
+"""
+
+from __future__ import annotations
+
+
+class WorkerSDKError(Exception):
+    """Base of every error raised by kombu-worker-sdk."""
+
+
+class ConfigError(WorkerSDKError):
+    """A config file, key, value or backend URL is wrong; raised at start-up."""
+
+
+class HooksError(WorkerSDKError):
+    """The hooks class cannot be imported, or lacks one of the required hooks."""
+
+
+class BackendUnavailableError(WorkerSDKError):
+    """A backend (queue, bucket, database) did not answer; worth retrying later."""
+
+
+class MessageError(WorkerSDKError):
+    """The message cannot be processed as sent. It is dead-lettered, never retried."""
+
+    def __init__(self, message: str, *, task_id: str | None = None, job_id: str | None = None):
+        super().__init__(message)
+        self.task_id = task_id
+        self.job_id = job_id
+
+
+class DecodeError(MessageError):
+    """The body is not JSON, or arrived with a content type other than JSON."""
+
+
+class InvalidMessageError(MessageError):
+    """The body is JSON but breaks the task message schema."""
+
+
+class TaskConflictError(MessageError):
+    """A task_id was reused with different content; task ids must be deterministic."""
+
+
+class UnsafeURIError(MessageError):
+    """A URI names a bucket or location this worker may not touch."""
+
+
+class OutputPrefixViolation(UnsafeURIError):
+    """A write would land outside the message's ``output_prefix``."""
+
+
+class StorageError(WorkerSDKError):
+    """A storage read or write failed."""
+
+
+class ObjectNotFoundError(StorageError):
+    """The object named by a URI does not exist."""
+
+
+class StateError(WorkerSDKError):
+    """The task/job state store refused an operation."""
+
+
+class PublishError(WorkerSDKError):
+    """Fan-out messages could not be sent."""
+
+
+class MessageTooLargeError(PublishError):
+    """A message is over the queue's size limit; refused before sending."""
+
+
+class HookError(WorkerSDKError):
+    """A user hook raised; the original exception is the ``__cause__``."""
+
+
+class PermanentError(HookError):
+    """Raise from a hook when retrying cannot help: the task fails at once."""
+
+
+class FlowControl(WorkerSDKError):
+    """Base of the signals that steer the pipeline rather than report a failure."""
+
+
+class SkipMessage(FlowControl):
+    """Stop the pipeline and acknowledge the message: there is nothing left to do."""
+
+
+class RetryMessage(FlowControl):
+    """Stop the pipeline and retry the message after ``delay`` seconds."""
+
+    def __init__(self, reason: str, *, delay: float | None = None):
+        super().__init__(reason)
+        self.delay = delay
+
+
+class RejectMessage(FlowControl):
+    """Stop the pipeline and dead-letter the message at once."""

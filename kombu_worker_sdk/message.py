@@ -1,0 +1,206 @@
+"""The message contract: what a task message is, and how a body becomes one.
+
+Bodies arrive as raw JSON (``aws sqs send-message``, any non-Python producer) or
+as Kombu envelopes. Only JSON is ever decoded; pickle and every other content
+type are refused with :class:`~kombu_worker_sdk.errors.DecodeError`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import DecodeError, InvalidMessageError, UnsafeURIError
+
+#: Content types that may carry a task. Everything else is refused (no pickle, ever).
+JSON_CONTENT_TYPES = frozenset({"application/json", "text/json"})
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@=+\-]{0,255}$"
+URI_SCHEMES = frozenset({"s3", "file"})
+_ENVELOPE_KEYS = frozenset({"body", "content-type", "properties"})
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_uri(uri: str, *, field: str) -> str:
+    """Refuse URIs with a foreign scheme, control characters or ``..`` segments."""
+    if _CONTROL_CHARS.search(uri):
+        raise ValueError(f"{field} contains control characters")
+    parts = urlsplit(uri)
+    if parts.scheme not in URI_SCHEMES:
+        raise ValueError(f"{field} must be an s3:// or file:// URI, got {uri[:80]!r}")
+    if parts.scheme == "s3" and not parts.netloc:
+        raise ValueError(f"{field} has no bucket: {uri[:80]!r}")
+    decoded = unquote(unquote(parts.path))
+    if any(seg in {"..", "."} for seg in decoded.replace("\\", "/").split("/")):
+        raise ValueError(f"{field} contains a '.' or '..' segment: {uri[:80]!r}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{field} must not carry a query or fragment")
+    return uri
+
+
+class TaskMessage(BaseModel):
+    """One unit of work, exactly the seed README's input schema plus an optional trace id.
+
+    Hooks receive it as ``msg``; ``msg["job_id"]`` and ``msg.job_id`` both work.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    job_id: str = Field(pattern=ID_PATTERN)
+    task_id: str = Field(pattern=ID_PATTERN)
+    input_uri: str = Field(max_length=2048)
+    output_prefix: str = Field(max_length=1024)
+    params: dict[str, Any] = Field(default_factory=dict)
+    trace_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9\-]{1,64}$")
+
+    @field_validator("input_uri")
+    @classmethod
+    def _check_input(cls, value: str) -> str:
+        return check_uri(value, field="input_uri")
+
+    @field_validator("output_prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        check_uri(value, field="output_prefix")
+        return value if value.endswith("/") else value + "/"
+
+    def __getitem__(self, key: str) -> Any:
+        """Let hooks written against the seed README index the message like a dict."""
+        if key not in type(self).model_fields:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Dict-style ``get``, for hooks that treat ``msg`` as a mapping."""
+        return getattr(self, key, default) if key in type(self).model_fields else default
+
+    def to_body(self) -> dict[str, Any]:
+        """The plain JSON body sent on the wire (unset optional fields left out)."""
+        return self.model_dump(exclude_none=True)
+
+    def content_hash(self) -> str:
+        """A digest of the contract fields, to catch a task_id reused for other work."""
+        core = self.model_dump(include={"job_id", "task_id", "input_uri", "output_prefix", "params"})
+        canonical = json.dumps(core, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class FanIn(BaseModel):
+    """Makes a next message wait for a group of siblings (a barrier).
+
+    Every sibling returns the same child with the same ``group``. The SDK counts
+    finished siblings atomically in the state store and publishes the child once,
+    when the ``size``-th sibling is DONE.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    group: str = Field(pattern=ID_PATTERN)
+    size: int = Field(ge=1, le=100_000)
+
+
+class NextMessage(TaskMessage):
+    """A message returned by ``publish_next``: a task message plus routing directives.
+
+    ``fan_in`` and ``queue`` steer the SDK and are stripped before sending.
+    """
+
+    fan_in: FanIn | None = None
+    queue: str | None = Field(default=None, max_length=1024)
+
+    def task(self) -> TaskMessage:
+        """The task message that goes on the wire, without the SDK's directives."""
+        return TaskMessage.model_validate(self.model_dump(exclude={"fan_in", "queue"}))
+
+
+def decode_body(raw: bytes | str, content_type: str | None = None) -> dict[str, Any]:
+    """Decode a message body to a JSON object, unwrapping a Kombu envelope if present.
+
+    Raises DecodeError for anything that is not a JSON object of an accepted type.
+    """
+    _check_content_type(content_type)
+    data = _loads(raw)
+    if isinstance(data, dict) and _ENVELOPE_KEYS <= data.keys():
+        data = _unwrap_envelope(data)
+    if not isinstance(data, dict):
+        raise DecodeError(f"message body must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def parse_task(data: dict[str, Any]) -> TaskMessage:
+    """Validate a decoded body against the contract; InvalidMessageError names each field."""
+    try:
+        return TaskMessage.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidMessageError(
+            f"invalid task message: {_summarise(exc)}",
+            task_id=_readable_id(data.get("task_id")),
+            job_id=_readable_id(data.get("job_id")),
+        ) from None
+
+
+def parse_next(data: dict[str, Any], *, parent: TaskMessage) -> NextMessage:
+    """Validate one message returned by ``publish_next``; children stay in the parent's job."""
+    body = {"trace_id": parent.trace_id, **data} if parent.trace_id else data
+    try:
+        child = NextMessage.model_validate(body)
+    except ValidationError as exc:
+        raise InvalidMessageError(f"publish_next returned an invalid message: {_summarise(exc)}")
+    if child.job_id != parent.job_id:
+        raise UnsafeURIError(
+            f"child {child.task_id!r} names job {child.job_id!r}, not its parent's {parent.job_id!r}"
+        )
+    return child
+
+
+def _check_content_type(content_type: str | None) -> None:
+    if content_type is None:
+        return
+    base = content_type.split(";", 1)[0].strip().lower()
+    if base not in JSON_CONTENT_TYPES:
+        raise DecodeError(f"refused content type {content_type!r}: only JSON is accepted")
+
+
+def _loads(raw: bytes | str) -> Any:
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes | bytearray) else raw
+        return json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise DecodeError(f"message body is not valid JSON: {exc}") from None
+
+
+def _unwrap_envelope(envelope: dict[str, Any]) -> Any:
+    """Open a Kombu envelope (as Kombu's SQS transport publishes it) after checking its type."""
+    _check_content_type(str(envelope.get("content-type") or "application/json"))
+    body = envelope.get("body")
+    if envelope.get("properties", {}).get("body_encoding") == "base64" and isinstance(body, str):
+        try:
+            body = base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            raise DecodeError("Kombu envelope body is not valid base64") from None
+    if isinstance(body, dict):
+        return body
+    if not isinstance(body, str | bytes):
+        raise DecodeError("Kombu envelope has no body")
+    return _loads(body)
+
+
+def _summarise(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def _readable_id(value: Any) -> str | None:
+    """The id if it is usable as a key, else None (so a FAILED row can still be written)."""
+    if isinstance(value, str) and re.match(ID_PATTERN, value):
+        return value
+    return None

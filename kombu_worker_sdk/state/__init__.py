@@ -1,0 +1,39 @@
+"""State stores, chosen by URL: ``sqlite:///path`` or ``postgresql://…``."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from ..config import mask_url
+from ..errors import ConfigError
+from .base import Claim, ClaimOutcome, JobRecord, JobStatus, PendingChild, StateStore, TaskRecord, TaskStatus
+from .sqlite import SqliteStateStore
+
+__all__ = [
+    "Claim",
+    "ClaimOutcome",
+    "JobRecord",
+    "JobStatus",
+    "PendingChild",
+    "SqliteStateStore",
+    "StateStore",
+    "TaskRecord",
+    "TaskStatus",
+    "open_state",
+]
+
+
+def open_state(dsn: str) -> StateStore:
+    """Build the store named by ``dsn``; ConfigError (password masked) for a bad one."""
+    scheme = urlsplit(dsn).scheme
+    if scheme == "sqlite":
+        # SQLAlchemy's convention: sqlite:///relative.db, sqlite:////absolute.db
+        path = dsn[len("sqlite:///") :] if dsn.startswith("sqlite:///") else ""
+        if not path:
+            raise ConfigError("db_dsn needs a path: sqlite:///relative.db or sqlite:////abs.db")
+        return SqliteStateStore(path)
+    if scheme in {"postgresql", "postgres"}:
+        from .postgres import PostgresStateStore
+
+        return PostgresStateStore(dsn)
+    raise ConfigError(f"db_dsn {mask_url(dsn)!r}: scheme must be sqlite:// or postgresql://")

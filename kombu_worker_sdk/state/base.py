@@ -1,0 +1,158 @@
+"""The StateStore interface: task and job state, children, and fan-in barriers.
+
+The public methods are a template over a few guarantees every backend keeps:
+
+* ``claim`` is atomic: two workers given the same task never both get CLAIMED;
+* ``complete`` marks a task DONE and registers its children as PENDING in the
+  same transaction, *before* anything is published, so a job is DONE exactly
+  when every task of it, children included, is DONE;
+* fan-in barriers count each sibling once, however often it is redelivered.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..message import NextMessage, TaskMessage
+
+
+class TaskStatus(enum.StrEnum):
+    PENDING = "PENDING"
+    PROCESSING = "PROCESSING"
+    DONE = "DONE"
+    FAILED = "FAILED"
+
+
+class JobStatus(enum.StrEnum):
+    RUNNING = "RUNNING"
+    DONE = "DONE"
+    FAILED = "FAILED"
+
+
+class ClaimOutcome(enum.StrEnum):
+    CLAIMED = "CLAIMED"  # this worker owns the task until its lease ends
+    DONE = "DONE"  # finished earlier: republish pending children and ack
+    HELD = "HELD"  # another worker holds a live lease: try again later
+    CONFLICT = "CONFLICT"  # the task_id exists with different content
+
+
+@dataclass(frozen=True)
+class Claim:
+    outcome: ClaimOutcome
+    attempts: int = 0
+    lease_until: float | None = None
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    task_id: str
+    job_id: str
+    parent_task_id: str | None
+    status: TaskStatus
+    attempts: int
+    error: str | None
+    content_hash: str | None
+    queue: str | None
+    worker_id: str | None
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    job_id: str
+    status: JobStatus
+    total: int
+    done: int
+    failed: int
+
+
+@dataclass(frozen=True)
+class PendingChild:
+    """A registered child not yet consumed, with the queue it must be sent to."""
+
+    message: TaskMessage
+    queue: str | None
+
+
+class StateStore(ABC):
+    """Task and job state behind one interface (SQLite embedded, PostgreSQL in production)."""
+
+    @abstractmethod
+    def upgrade(self) -> list[int]:
+        """Create or migrate the schema; returns the versions applied. Safe to race."""
+
+    @abstractmethod
+    def register(self, msg: TaskMessage, *, queue: str | None = None) -> bool:
+        """Record a root task as PENDING; False if it already existed."""
+
+    @abstractmethod
+    def claim(self, msg: TaskMessage, *, worker_id: str, lease_seconds: float) -> Claim:
+        """Atomically move the task to PROCESSING for ``worker_id`` (creating it if new)."""
+
+    @abstractmethod
+    def extend_lease(self, task_id: str, *, worker_id: str, lease_seconds: float) -> bool:
+        """Push the lease of a task this worker holds; False if it no longer holds it."""
+
+    @abstractmethod
+    def complete(
+        self, msg: TaskMessage, children: list[NextMessage], *, default_queue: str | None
+    ) -> list[PendingChild]:
+        """Mark DONE, register children and fan-in arrivals, in one transaction.
+
+        Returns every child of this task that is still PENDING: those to publish.
+        """
+
+    @abstractmethod
+    def pending_children(self, task_id: str) -> list[PendingChild]:
+        """Children of ``task_id`` still PENDING: republished when a redelivery is skipped."""
+
+    @abstractmethod
+    def retry_later(self, task_id: str, *, error: str) -> None:
+        """Give a PROCESSING task back (PENDING, error kept) for a later attempt."""
+
+    @abstractmethod
+    def fail(
+        self, task_id: str, job_id: str | None, *, error: str, content_hash: str | None = None
+    ) -> None:
+        """Mark the task FAILED for good (creating its row if unknown); DONE tasks stay DONE."""
+
+    @abstractmethod
+    def get_task(self, task_id: str) -> TaskRecord | None: ...
+
+    @abstractmethod
+    def get_job(self, job_id: str) -> JobRecord | None: ...
+
+    @abstractmethod
+    def job_tasks(self, job_id: str) -> list[TaskRecord]: ...
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Raise BackendUnavailableError unless the store answers."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    # The seed README's ``ctx.db`` API, over the primitives above.
+    def claim_task(self, task_id: str, *, worker_id: str = "hook", lease_seconds: float = 300) -> bool:
+        """Claim an already registered task by id; True if this caller now holds it."""
+        record = self.get_task(task_id)
+        if record is None:
+            return False
+        from ..message import TaskMessage
+
+        probe = TaskMessage.model_construct(task_id=task_id, job_id=record.job_id)
+        return self._claim_existing(probe, worker_id, lease_seconds).outcome is ClaimOutcome.CLAIMED
+
+    def update_status(self, task_id: str, status: TaskStatus | str, *, error: str | None = None) -> None:
+        """Set a task's status by hand (for hooks that manage sub-work themselves)."""
+        self._set_status(task_id, TaskStatus(status), error)
+
+    @abstractmethod
+    def _claim_existing(self, msg: TaskMessage, worker_id: str, lease_seconds: float) -> Claim: ...
+
+    @abstractmethod
+    def _set_status(self, task_id: str, status: TaskStatus, error: str | None) -> None: ...

@@ -1,0 +1,331 @@
+"""The SQL state machine shared by the SQLite and PostgreSQL stores.
+
+Every value goes through DB-API parameters; no SQL is built by formatting
+values into strings. Subclasses provide a transaction (``_tx``) and a dialect:
+the placeholder style and the row-lock suffix.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from abc import abstractmethod
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+from ..message import NextMessage, TaskMessage
+from .base import (
+    Claim,
+    ClaimOutcome,
+    JobRecord,
+    JobStatus,
+    PendingChild,
+    StateStore,
+    TaskRecord,
+    TaskStatus,
+)
+from .migrations import MIGRATIONS
+
+TASK_COLUMNS = (
+    "task_id, job_id, parent_task_id, status, attempts, error, content_hash, queue, "
+    "worker_id, updated_at"
+)
+_JOB_STATUS_SQL = (
+    "status = CASE WHEN failed + %s > 0 THEN 'FAILED' "
+    "WHEN done + %s >= total + %s THEN 'DONE' ELSE 'RUNNING' END"
+)
+MAX_ERROR_CHARS = 4000
+
+
+class Cursor(Protocol):
+    rowcount: int
+
+    def execute(self, sql: str, params: Sequence[Any] = ...) -> Any: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+
+
+class SqlStateStore(StateStore):
+    """StateStore over a DB-API connection; subclasses own connections and dialect."""
+
+    placeholder = "%s"
+    lock_suffix = ""
+
+    @abstractmethod
+    def _tx(self) -> AbstractContextManager[Cursor]:
+        """A cursor inside one transaction, committed on success, rolled back on error."""
+
+    def _run(self, cur: Cursor, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        if self.placeholder != "%s":
+            sql = sql.replace("%s", self.placeholder)
+        cur.execute(sql, tuple(params))
+        return cur
+
+    # -- schema ---------------------------------------------------------
+    def _applied_versions(self, cur: Cursor) -> set[int]:
+        self._run(
+            cur,
+            "CREATE TABLE IF NOT EXISTS kw_schema_migrations "
+            "(version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)",
+        )
+        return {row[0] for row in self._run(cur, "SELECT version FROM kw_schema_migrations").fetchall()}
+
+    def _apply_migrations(self, cur: Cursor) -> list[int]:
+        applied = self._applied_versions(cur)
+        done = []
+        for version, statements in MIGRATIONS:
+            if version in applied:
+                continue
+            for statement in statements:
+                self._run(cur, statement)
+            self._run(cur, "INSERT INTO kw_schema_migrations VALUES (%s, %s)", (version, time.time()))
+            done.append(version)
+        return done
+
+    # -- writes ---------------------------------------------------------
+    def register(self, msg: TaskMessage, *, queue: str | None = None) -> bool:
+        with self._tx() as cur:
+            return self._insert_task(cur, msg, None, TaskStatus.PENDING, queue)
+
+    def claim(self, msg: TaskMessage, *, worker_id: str, lease_seconds: float) -> Claim:
+        with self._tx() as cur:
+            self._insert_task(cur, msg, None, TaskStatus.PENDING, None)
+            return self._claim_row(cur, msg, worker_id, lease_seconds)
+
+    def _claim_existing(self, msg: TaskMessage, worker_id: str, lease_seconds: float) -> Claim:
+        with self._tx() as cur:
+            return self._claim_row(cur, msg, worker_id, lease_seconds, check_hash=False)
+
+    def _claim_row(
+        self, cur: Cursor, msg: TaskMessage, worker_id: str, lease: float, check_hash: bool = True
+    ) -> Claim:
+        row = self._run(
+            cur,
+            "SELECT status, content_hash, lease_until, attempts FROM kw_tasks WHERE task_id = %s"
+            + self.lock_suffix,
+            (msg.task_id,),
+        ).fetchone()
+        status, stored_hash, lease_until, attempts = row
+        now = time.time()
+        if check_hash and stored_hash and stored_hash != msg.content_hash():
+            return Claim(ClaimOutcome.CONFLICT, attempts)
+        if status == TaskStatus.DONE:
+            return Claim(ClaimOutcome.DONE, attempts)
+        if status == TaskStatus.PROCESSING and lease_until and lease_until > now:
+            return Claim(ClaimOutcome.HELD, attempts, lease_until)
+        until = now + lease
+        self._run(
+            cur,
+            "UPDATE kw_tasks SET status = 'PROCESSING', worker_id = %s, lease_until = %s, "
+            "attempts = attempts + 1, updated_at = %s WHERE task_id = %s",
+            (worker_id, until, now, msg.task_id),
+        )
+        if status == TaskStatus.FAILED:  # a redriven dead letter gets another chance
+            self._bump_job(cur, msg.job_id, failed=-1)
+        return Claim(ClaimOutcome.CLAIMED, attempts + 1, until)
+
+    def extend_lease(self, task_id: str, *, worker_id: str, lease_seconds: float) -> bool:
+        with self._tx() as cur:
+            now = time.time()
+            cur = self._run(
+                cur,
+                "UPDATE kw_tasks SET lease_until = %s, updated_at = %s "
+                "WHERE task_id = %s AND worker_id = %s AND status = 'PROCESSING'",
+                (now + lease_seconds, now, task_id, worker_id),
+            )
+            return cur.rowcount == 1
+
+    def complete(
+        self, msg: TaskMessage, children: list[NextMessage], *, default_queue: str | None
+    ) -> list[PendingChild]:
+        with self._tx() as cur:
+            now = time.time()
+            changed = self._run(
+                cur,
+                "UPDATE kw_tasks SET status = 'DONE', lease_until = NULL, error = NULL, "
+                "updated_at = %s WHERE task_id = %s AND status <> 'DONE'",
+                (now, msg.task_id),
+            ).rowcount
+            if changed:
+                added = sum(self._add_child(cur, msg, child, default_queue) for child in children)
+                self._bump_job(cur, msg.job_id, total=added, done=1)
+            return self._pending_children(cur, msg.task_id)
+
+    def _add_child(
+        self, cur: Cursor, parent: TaskMessage, child: NextMessage, default_queue: str | None
+    ) -> int:
+        """Register one child, or count an arrival at its fan-in barrier; returns rows added."""
+        queue = child.queue or default_queue
+        if child.fan_in is None:
+            return int(self._insert_task(cur, child.task(), parent.task_id, TaskStatus.PENDING, queue))
+        group = child.fan_in.group
+        self._run(
+            cur,
+            "INSERT INTO kw_barriers (group_id, job_id, size, arrived) VALUES (%s, %s, %s, 0) "
+            "ON CONFLICT (group_id) DO NOTHING",
+            (group, parent.job_id, child.fan_in.size),
+        )
+        joined = self._run(
+            cur,
+            "INSERT INTO kw_barrier_members (group_id, member_task_id) VALUES (%s, %s) "
+            "ON CONFLICT DO NOTHING",
+            (group, parent.task_id),
+        ).rowcount
+        if not joined:
+            return 0
+        arrived, size, released = self._run(
+            cur,
+            "UPDATE kw_barriers SET arrived = arrived + 1 WHERE group_id = %s "
+            "RETURNING arrived, size, released_by",
+            (group,),
+        ).fetchone()
+        if arrived < size or released:
+            return 0
+        self._run(
+            cur, "UPDATE kw_barriers SET released_by = %s WHERE group_id = %s", (parent.task_id, group)
+        )
+        return int(self._insert_task(cur, child.task(), parent.task_id, TaskStatus.PENDING, queue))
+
+    def retry_later(self, task_id: str, *, error: str) -> None:
+        with self._tx() as cur:
+            self._run(
+                cur,
+                "UPDATE kw_tasks SET status = 'PENDING', error = %s, lease_until = NULL, "
+                "worker_id = NULL, updated_at = %s WHERE task_id = %s AND status = 'PROCESSING'",
+                (error[:MAX_ERROR_CHARS], time.time(), task_id),
+            )
+
+    def fail(
+        self, task_id: str, job_id: str | None, *, error: str, content_hash: str | None = None
+    ) -> None:
+        with self._tx() as cur:
+            row = self._run(
+                cur,
+                "SELECT job_id, status FROM kw_tasks WHERE task_id = %s" + self.lock_suffix,
+                (task_id,),
+            ).fetchone()
+            if row is None:
+                job = job_id or task_id
+                stub = TaskMessage.model_construct(job_id=job, task_id=task_id)
+                self._insert_task(cur, stub, None, TaskStatus.FAILED, None, content_hash, error)
+                self._bump_job(cur, job, failed=1)
+                return
+            if row[1] in (TaskStatus.DONE, TaskStatus.FAILED):
+                return
+            self._run(
+                cur,
+                "UPDATE kw_tasks SET status = 'FAILED', error = %s, lease_until = NULL, "
+                "updated_at = %s WHERE task_id = %s",
+                (error[:MAX_ERROR_CHARS], time.time(), task_id),
+            )
+            self._bump_job(cur, row[0], failed=1)
+
+    def _set_status(self, task_id: str, status: TaskStatus, error: str | None) -> None:
+        if status is TaskStatus.FAILED:
+            self.fail(task_id, None, error=error or "marked FAILED by a hook")
+            return
+        with self._tx() as cur:
+            self._run(
+                cur,
+                "UPDATE kw_tasks SET status = %s, error = %s, updated_at = %s "
+                "WHERE task_id = %s AND status NOT IN ('DONE', 'FAILED')",
+                (status.value, error, time.time(), task_id),
+            )
+
+    def _insert_task(
+        self,
+        cur: Cursor,
+        msg: TaskMessage,
+        parent: str | None,
+        status: TaskStatus,
+        queue: str | None,
+        content_hash: str | None = None,
+        error: str | None = None,
+    ) -> bool:
+        """Insert the task row (and its job) if new; True when a row was added."""
+        now = time.time()
+        has_body = "input_uri" in msg.__dict__
+        body = json.dumps(msg.to_body()) if has_body else None
+        digest = msg.content_hash() if has_body else content_hash
+        added = self._run(
+            cur,
+            f"INSERT INTO kw_tasks ({TASK_COLUMNS}, body, created_at) "
+            "VALUES (%s, %s, %s, %s, 0, %s, %s, %s, NULL, %s, %s, %s) "
+            "ON CONFLICT (task_id) DO NOTHING",
+            (msg.task_id, msg.job_id, parent, status.value, error, digest, queue, now, body, now),
+        ).rowcount
+        if added and parent is None:
+            self._run(
+                cur,
+                "INSERT INTO kw_jobs (job_id, status, total, done, failed, created_at, updated_at) "
+                "VALUES (%s, 'RUNNING', 0, 0, 0, %s, %s) ON CONFLICT (job_id) DO NOTHING",
+                (msg.job_id, now, now),
+            )
+            self._bump_job(cur, msg.job_id, total=1)
+        return bool(added)
+
+    def _bump_job(self, cur: Cursor, job_id: str, total: int = 0, done: int = 0, failed: int = 0) -> None:
+        self._run(
+            cur,
+            "UPDATE kw_jobs SET total = total + %s, done = done + %s, failed = failed + %s, "
+            f"{_JOB_STATUS_SQL}, updated_at = %s WHERE job_id = %s",
+            (total, done, failed, failed, done, total, time.time(), job_id),
+        )
+
+    # -- reads ----------------------------------------------------------
+    def pending_children(self, task_id: str) -> list[PendingChild]:
+        with self._tx() as cur:
+            return self._pending_children(cur, task_id)
+
+    def _pending_children(self, cur: Cursor, task_id: str) -> list[PendingChild]:
+        rows = self._run(
+            cur,
+            "SELECT body, queue FROM kw_tasks WHERE parent_task_id = %s AND status = 'PENDING' "
+            "ORDER BY task_id",
+            (task_id,),
+        ).fetchall()
+        return [PendingChild(TaskMessage.model_validate_json(body), queue) for body, queue in rows]
+
+    def get_task(self, task_id: str) -> TaskRecord | None:
+        with self._tx() as cur:
+            row = self._run(
+                cur, f"SELECT {TASK_COLUMNS} FROM kw_tasks WHERE task_id = %s", (task_id,)
+            ).fetchone()
+        return _task_record(row) if row else None
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        with self._tx() as cur:
+            row = self._run(
+                cur, "SELECT job_id, status, total, done, failed FROM kw_jobs WHERE job_id = %s", (job_id,)
+            ).fetchone()
+        return JobRecord(row[0], JobStatus(row[1]), row[2], row[3], row[4]) if row else None
+
+    def job_tasks(self, job_id: str) -> list[TaskRecord]:
+        with self._tx() as cur:
+            rows = self._run(
+                cur,
+                f"SELECT {TASK_COLUMNS} FROM kw_tasks WHERE job_id = %s ORDER BY created_at, task_id",
+                (job_id,),
+            ).fetchall()
+        return [_task_record(row) for row in rows]
+
+    def ping(self) -> None:
+        with self._tx() as cur:
+            self._run(cur, "SELECT 1").fetchone()
+
+
+def _task_record(row: Sequence[Any]) -> TaskRecord:
+    return TaskRecord(
+        task_id=row[0],
+        job_id=row[1],
+        parent_task_id=row[2],
+        status=TaskStatus(row[3]),
+        attempts=row[4],
+        error=row[5],
+        content_hash=row[6],
+        queue=row[7],
+        worker_id=row[8],
+        updated_at=row[9],
+    )
+

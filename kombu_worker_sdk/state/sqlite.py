@@ -1,0 +1,75 @@
+"""SQLite state: the embedded default. Safe across threads and processes.
+
+Each thread gets its own connection (sqlite3 connections must not be shared
+across threads). Writers take ``BEGIN IMMEDIATE``, so the read-check-update of
+a claim is serialised across every process sharing the file: two workers can
+never both claim one task. WAL mode lets readers run alongside the writer.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..errors import BackendUnavailableError, StateError
+from .sql import Cursor, SqlStateStore
+
+BUSY_TIMEOUT_SECONDS = 30.0
+
+
+class SqliteStateStore(SqlStateStore):
+    placeholder = "?"
+
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def _connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[Cursor]:
+        conn = self._connection()
+        try:
+            cur = conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise BackendUnavailableError(f"SQLite state at {self.path} is unavailable: {exc}") from exc
+        try:
+            yield cur
+        except sqlite3.Error as exc:
+            conn.rollback()
+            raise StateError(f"SQLite state error: {exc}") from exc
+        except BaseException:
+            conn.rollback()
+            raise
+        else:
+            conn.commit()
+
+    def upgrade(self) -> list[int]:
+        with self._tx() as cur:
+            return self._apply_migrations(cur)
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._local = threading.local()

@@ -1,0 +1,89 @@
+"""Local-disk storage: the embedded default, no server and no account.
+
+``s3://bucket/key`` maps to ``ROOT/bucket/key`` so the same messages run
+locally and on S3; ``file:///abs/path`` reads a local file. Writes are atomic
+(temp file + rename), so a half-written ``result.*`` never exists to fool the
+idempotency check, and resolved paths must stay under the root, so a symlink
+cannot carry a write outside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import unquote, urlsplit
+
+from ..errors import ObjectNotFoundError, OutputPrefixViolation, StorageError, UnsafeURIError
+from .base import RESULT_STEM, Storage
+
+
+class LocalStorage(Storage):
+    """Objects as files under ``root``."""
+
+    def __init__(
+        self, root: str | Path, *, allowed_buckets: Iterable[str] = (), allow_local_input: bool = False
+    ) -> None:
+        super().__init__(allowed_buckets, allow_local_input=allow_local_input)
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path_for(self, uri: str) -> Path:
+        """The local path behind ``uri``."""
+        parts = urlsplit(uri)
+        if parts.scheme == "s3":
+            return self.root / parts.netloc / unquote(parts.path).lstrip("/")
+        if parts.scheme == "file":
+            return Path(unquote(parts.path))
+        raise UnsafeURIError(f"unsupported URI scheme in {uri[:120]!r}")
+
+    def read(self, uri: str) -> bytes:
+        with self.open(uri) as handle:
+            return handle.read()
+
+    def open(self, uri: str) -> BinaryIO:
+        path = self.path_for(uri)
+        try:
+            return path.open("rb")
+        except FileNotFoundError:
+            raise ObjectNotFoundError(f"no object at {uri}") from None
+        except OSError as exc:
+            raise StorageError(f"cannot read {uri}: {exc}") from exc
+
+    def put(self, uri: str, data: bytes, content_type: str) -> None:
+        path = self._writable_path(uri)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._check_inside_root(path.parent)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def find_result(self, output_prefix: str) -> str | None:
+        folder = self.path_for(output_prefix)
+        try:
+            names = sorted(n for n in os.listdir(folder) if n.startswith(RESULT_STEM + "."))
+        except FileNotFoundError:
+            return None
+        return output_prefix.rstrip("/") + "/" + names[0] if names else None
+
+    def check_writable_prefix(self, output_prefix: str) -> None:
+        super().check_writable_prefix(output_prefix)
+        self._writable_path(output_prefix)
+
+    def _writable_path(self, uri: str) -> Path:
+        path = self.path_for(uri)
+        self._check_inside_root(path)
+        return path
+
+    def _check_inside_root(self, path: Path) -> None:
+        """Resolve symlinks and refuse anything that lands outside the storage root."""
+        resolved = path.resolve()
+        if resolved != self.root and self.root not in resolved.parents:
+            raise OutputPrefixViolation(f"{path} resolves outside the storage root {self.root}")

@@ -1,0 +1,44 @@
+"""In-memory storage, for unit tests and benchmarks: no disk, no network."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+import io
+import threading
+from typing import BinaryIO
+
+from ..errors import ObjectNotFoundError
+from .base import RESULT_STEM, Storage
+
+
+class MemoryStorage(Storage):
+    """Objects in a dict keyed by URI; ``puts`` records every write, to count them."""
+
+    def __init__(
+        self, *, allowed_buckets: Iterable[str] = (), allow_local_input: bool = False
+    ) -> None:
+        super().__init__(allowed_buckets, allow_local_input=allow_local_input)
+        self.objects: dict[str, bytes] = {}
+        self.content_types: dict[str, str] = {}
+        self.puts: list[str] = []
+        self._lock = threading.Lock()
+
+    def read(self, uri: str) -> bytes:
+        try:
+            return self.objects[uri]
+        except KeyError:
+            raise ObjectNotFoundError(f"no object at {uri}") from None
+
+    def open(self, uri: str) -> BinaryIO:
+        return io.BytesIO(self.read(uri))
+
+    def put(self, uri: str, data: bytes, content_type: str) -> None:
+        with self._lock:
+            self.objects[uri] = data
+            self.content_types[uri] = content_type
+            self.puts.append(uri)
+
+    def find_result(self, output_prefix: str) -> str | None:
+        stem = output_prefix.rstrip("/") + "/" + RESULT_STEM + "."
+        with self._lock:
+            return next((uri for uri in sorted(self.objects) if uri.startswith(stem)), None)
