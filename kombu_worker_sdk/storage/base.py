@@ -78,9 +78,11 @@ class Storage(ABC):
 class ScopedStorage:
     """``ctx.storage``: reads anywhere allowed, writes only under one ``output_prefix``."""
 
-    def __init__(self, backend: Storage, output_prefix: str):
+    def __init__(self, backend: Storage, output_prefix: str | None):
         self.backend = backend
-        self.output_prefix = output_prefix if output_prefix.endswith("/") else output_prefix + "/"
+        if output_prefix is not None and not output_prefix.endswith("/"):
+            output_prefix += "/"
+        self.output_prefix = output_prefix
         self.written: list[str] = []
 
     def read(self, uri: str) -> bytes:
@@ -93,6 +95,8 @@ class ScopedStorage:
 
     def write(self, prefix: str, filename: str, data: bytes | str) -> str:
         """Write ``data`` to ``prefix/filename`` and return its URI; only under output_prefix."""
+        if self.output_prefix is None:
+            raise OutputPrefixViolation("no output_prefix: writes happen only while handling a message")
         uri = guarded_uri(self.output_prefix, prefix, filename)
         self.backend.check_writable_prefix(self.output_prefix)
         payload = data.encode("utf-8") if isinstance(data, str) else data

@@ -1,0 +1,63 @@
+"""The ``ctx`` object that every hook receives.
+
+One Context per message: its storage is scoped to that message's
+``output_prefix`` and its logger is bound to the message's ids. The
+worker-level Context (given to ``load_pipeline``) may read but not write.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from .logs import TaskLogger
+from .storage import ScopedStorage, Storage
+
+if TYPE_CHECKING:
+    from .config import WorkerConfig
+    from .message import TaskMessage
+    from .publish import Publisher
+    from .state import StateStore
+
+
+@dataclass(frozen=True)
+class Context:
+    """``ctx.config``, ``ctx.storage``, ``ctx.sqs``, ``ctx.db`` and ``ctx.logger``."""
+
+    config: WorkerConfig
+    storage: ScopedStorage
+    sqs: Publisher
+    db: StateStore
+    logger: TaskLogger
+    worker_id: str
+    message: TaskMessage | None = None
+    attempt: int = 0
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def for_worker(
+        cls,
+        *,
+        config: WorkerConfig,
+        storage: Storage,
+        sqs: Publisher,
+        db: StateStore,
+        logger: TaskLogger,
+        worker_id: str,
+    ) -> Context:
+        """The context of ``load_pipeline``: no message, so every write is refused."""
+        return cls(config, ScopedStorage(storage, None), sqs, db, logger, worker_id)
+
+    def for_message(self, msg: TaskMessage, attempt: int | None = None) -> Context:
+        """A copy bound to ``msg``: storage scoped to its output_prefix, logger to its ids."""
+        attempt = self.attempt if attempt is None else attempt
+        logger = self.logger.bind(
+            job_id=msg.job_id, task_id=msg.task_id, trace_id=msg.trace_id, attempt=attempt
+        )
+        return replace(
+            self,
+            storage=ScopedStorage(self.storage.backend, msg.output_prefix),
+            logger=logger,
+            message=msg,
+            attempt=attempt,
+        )

@@ -1,0 +1,102 @@
+"""A received message and the transport operations that settle it.
+
+The pipeline decides a disposition; a Delivery carries it out on its
+transport. Embedded transports (``filesystem://``, ``memory://``) have no
+visibility timeout, so a retry holds the unacked message in-process until its
+delay passes; SQS (``sqs_delivery.py``) changes the message's visibility
+instead, so ApproximateReceiveCount and the redrive policy keep working.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any
+
+from kombu.message import Message
+
+if TYPE_CHECKING:
+    from .publish import Publisher
+
+
+class Delivery(ABC):
+    """One message as received, with ack / retry / dead-letter / release."""
+
+    def __init__(self, message: Message, attempt: int = 1):
+        self.message = message
+        self.attempt = attempt
+        self.received_at = time.monotonic()
+        self._settled = threading.Event()
+
+    @property
+    @abstractmethod
+    def body(self) -> bytes | str:
+        """The raw body, before any decoding."""
+
+    @property
+    def content_type(self) -> str | None:
+        return self.message.content_type or None
+
+    @property
+    def settled(self) -> bool:
+        return self._settled.is_set()
+
+    def ack(self) -> None:
+        self._settle(self._ack)
+
+    def dead_letter(self, queue: str, reason: str, task_id: str | None) -> None:
+        self._settle(lambda: self._dead_letter(queue, reason, task_id))
+
+    def release(self) -> None:
+        """Give an unstarted message back at once, for another worker to take."""
+        self._settle(self._release)
+
+    @abstractmethod
+    def retry_in(self, delay: float) -> bool:
+        """Arrange a later attempt; True if the transport redelivers it by itself."""
+
+    def extend(self, seconds: int) -> None:
+        """Keep the message invisible for ``seconds`` more; embedded queues need nothing."""
+
+    def _settle(self, action: Any) -> None:
+        if not self._settled.is_set():
+            action()
+            self._settled.set()
+
+    @abstractmethod
+    def _ack(self) -> None: ...
+
+    @abstractmethod
+    def _dead_letter(self, queue: str, reason: str, task_id: str | None) -> None: ...
+
+    @abstractmethod
+    def _release(self) -> None: ...
+
+
+class EmbeddedDelivery(Delivery):
+    """A message on Kombu's filesystem or memory transport."""
+
+    def __init__(self, message: Message, publisher: Publisher, attempt: int = 1):
+        super().__init__(message, attempt)
+        self.publisher = publisher
+
+    @property
+    def body(self) -> bytes | str:
+        body: bytes | str = self.message.body
+        return body
+
+    def retry_in(self, delay: float) -> bool:
+        self.attempt += 1  # held in-process; the consumer re-runs it when due
+        return False
+
+    def _ack(self) -> None:
+        self.message.ack()
+
+    def _dead_letter(self, queue: str, reason: str, task_id: str | None) -> None:
+        headers = {"x-error": reason, "x-task-id": task_id or "", "x-attempts": self.attempt}
+        self.publisher.publish_raw(queue, self.body, headers)
+        self.message.ack()
+
+    def _release(self) -> None:
+        self.message.requeue()

@@ -1,0 +1,121 @@
+"""Publishing task messages: ``ctx.sqs.publish(queue, msgs)`` and the fan-out stage.
+
+What the SDK publishes is the plain JSON task body, so consumers in any
+language (and ``aws sqs receive-message``) can read it. The embedded publisher
+sends through Kombu on its own producer connection; the SQS publisher
+(``publish_sqs.py``) batches with SendMessageBatch.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from kombu import Connection, Producer, Queue
+
+from .errors import BackendUnavailableError, MessageTooLargeError, PublishError
+from .message import TaskMessage
+
+
+def encode(msg: TaskMessage | Mapping[str, Any]) -> str:
+    """The JSON body of a message (dicts are validated as task messages first)."""
+    task = msg if isinstance(msg, TaskMessage) else TaskMessage.model_validate(dict(msg))
+    return json.dumps(task.to_body(), separators=(",", ":"), ensure_ascii=False)
+
+
+class Publisher(ABC):
+    """Sends task messages to a queue by name or URL."""
+
+    def __init__(self, max_message_bytes: int = 262_144):
+        self.max_message_bytes = max_message_bytes
+
+    def publish(self, queue: str, msgs: Iterable[TaskMessage | Mapping[str, Any]]) -> int:
+        """Send every message to ``queue``; returns how many were sent."""
+        bodies = [encode(m) for m in msgs]
+        for body in bodies:
+            size = len(body.encode("utf-8"))
+            if size > self.max_message_bytes:
+                raise MessageTooLargeError(
+                    f"message of {size} bytes exceeds the queue limit of {self.max_message_bytes}"
+                )
+        if bodies:
+            self._send(queue, bodies)
+        return len(bodies)
+
+    @abstractmethod
+    def _send(self, queue: str, bodies: list[str]) -> None: ...
+
+    @abstractmethod
+    def publish_raw(self, queue: str, body: bytes | str, attributes: Mapping[str, Any]) -> None:
+        """Send a body exactly as received (a dead-letter copy), with attributes beside it."""
+
+    def close(self) -> None:
+        """Release connections; the default has none."""
+
+
+class KombuPublisher(Publisher):
+    """Publishes through Kombu (embedded transports), serialised as JSON only."""
+
+    def __init__(self, connection: Connection, max_message_bytes: int = 262_144):
+        super().__init__(max_message_bytes)
+        self.connection = connection
+        self._producer: Producer | None = None
+        self._lock = threading.Lock()  # Kombu producers are not thread-safe
+
+    def _send(self, queue: str, bodies: list[str]) -> None:
+        self._publish_many(queue, bodies, {})
+
+    def _publish_many(self, queue: str, bodies: list[str], headers: dict[str, Any]) -> None:
+        with self._lock:
+            try:
+                producer = self._producer or Producer(self.connection.default_channel)
+                self._producer = producer
+                for body in bodies:
+                    producer.publish(
+                        body,
+                        routing_key=queue,
+                        content_type="application/json",
+                        content_encoding="utf-8",
+                        headers=headers,
+                        declare=[Queue(queue, routing_key=queue)],
+                        retry=True,
+                    )
+            except self.connection.connection_errors as exc:
+                self._producer = None
+                raise BackendUnavailableError(f"cannot publish to {queue!r}: {exc}") from exc
+            except OSError as exc:
+                raise PublishError(f"cannot publish to {queue!r}: {exc}") from exc
+
+    def publish_raw(self, queue: str, body: bytes | str, attributes: Mapping[str, Any]) -> None:
+        raw = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+        self._publish_many(queue, [raw], dict(attributes))
+
+    def close(self) -> None:
+        with self._lock:
+            self._producer = None
+            self.connection.release()
+
+
+class MemoryPublisher(Publisher):
+    """Keeps what is published, per queue; for unit tests of hooks."""
+
+    def __init__(self, max_message_bytes: int = 262_144):
+        super().__init__(max_message_bytes)
+        self.sent: dict[str, list[dict[str, Any]]] = {}
+        self.raw: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        self._lock = threading.Lock()
+
+    def _send(self, queue: str, bodies: list[str]) -> None:
+        with self._lock:
+            self.sent.setdefault(queue, []).extend(json.loads(b) for b in bodies)
+
+    def publish_raw(self, queue: str, body: bytes | str, attributes: Mapping[str, Any]) -> None:
+        raw = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+        with self._lock:
+            self.raw.setdefault(queue, []).append((raw, dict(attributes)))
+
+    def all(self) -> list[dict[str, Any]]:
+        return [m for msgs in self.sent.values() for m in msgs]

@@ -1,0 +1,164 @@
+"""Wiring: build the services a worker needs from its config, and start them.
+
+Backends are chosen by URL (``broker_url``, ``storage_url``, ``db_dsn``), so the
+embedded defaults and the production backends share one code path.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+
+from kombu import Connection
+
+from .config import StageSpec, WorkerConfig
+from .context import Context
+from .errors import ConfigError, HooksError
+from .hooks import load_hooks
+from .logs import TaskLogger, get_logger
+from .pipeline import Pipeline, Stage
+from .publish import KombuPublisher, Publisher
+from .signals import worker_init
+from .state import StateStore, open_state
+from .storage import Storage, open_storage
+
+STAGE_ENTRY_POINT_GROUP = "kombu_worker_sdk.stages"
+
+
+@dataclass
+class Runtime:
+    """Everything the pipeline and hooks share for the life of a worker."""
+
+    config: WorkerConfig
+    hooks: Any
+    hooks_path: str
+    storage: Storage
+    state: StateStore
+    publisher: Publisher
+    pipeline: Pipeline
+    worker_id: str
+    logger: TaskLogger
+    context: Context
+
+    @property
+    def hooks_version(self) -> str:
+        return str(getattr(self.hooks, "version", "0"))
+
+    def start(self) -> None:
+        """Load the model (worker_init) and set up stages, before the first message."""
+        worker_init.send(self.hooks, hooks=self.hooks, ctx=self.context, runtime=self)
+        self.pipeline.setup(self)
+
+    def close(self) -> None:
+        self.publisher.close()
+        self.state.close()
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def broker_connection(config: WorkerConfig) -> Connection:
+    """A Kombu connection for ``broker_url``; embedded queues live under data_dir."""
+    scheme = config.broker_url.split("://", 1)[0]
+    options: dict[str, Any] = {}
+    if scheme == "filesystem":
+        folder = (config.data_dir / "queue").resolve()
+        (folder / "control").mkdir(parents=True, exist_ok=True)
+        options = {
+            "data_folder_in": str(folder),
+            "data_folder_out": str(folder),
+            "control_folder": str(folder / "control"),
+            "polling_interval": 0.05,
+        }
+    elif scheme == "memory":
+        options = {"polling_interval": 0.01}
+    elif scheme == "sqs":
+        from .sqs import sqs_transport_options
+
+        options = sqs_transport_options(config)
+    else:
+        raise ConfigError(f"broker_url {config.broker_url!r}: use filesystem://, memory:// or sqs://")
+    return Connection(config.broker_url, transport_options=options)
+
+
+def default_publisher(config: WorkerConfig) -> Publisher:
+    if config.broker_url.startswith("sqs://"):
+        from .sqs import SqsPublisher
+
+        return SqsPublisher(config)
+    return KombuPublisher(broker_connection(config), config.max_message_bytes)
+
+
+def build_runtime(
+    config: WorkerConfig,
+    hooks: Any | str,
+    *,
+    storage: Storage | None = None,
+    state: StateStore | None = None,
+    publisher: Publisher | None = None,
+    pipeline: Pipeline | None = None,
+) -> Runtime:
+    """Assemble a runtime; any backend may be passed in (tests, embedded demo)."""
+    from .stages import default_pipeline
+
+    hooks_path = hooks if isinstance(hooks, str) else f"{type(hooks).__module__}:{type(hooks).__qualname__}"
+    hooks_obj = load_hooks(hooks) if isinstance(hooks, str) else hooks
+    storage = storage or open_storage(
+        config.effective_storage_url,
+        allowed_buckets=[*config.allowed_buckets, config.bucket or ""],
+        allow_local_input=config.allow_local_input,
+    )
+    state = state or open_state(config.effective_db_dsn)
+    publisher = publisher or default_publisher(config)
+    pipeline = pipeline or default_pipeline()
+    add_configured_stages(pipeline, config.stages)
+    add_entry_point_stages(pipeline)
+    worker_id = config.worker_id or new_worker_id()
+    logger = get_logger(worker_id=worker_id)
+    context = Context.for_worker(
+        config=config, storage=storage, sqs=publisher, db=state, logger=logger, worker_id=worker_id
+    )
+    return Runtime(config, hooks_obj, hooks_path, storage, state, publisher, pipeline, worker_id,
+                   logger, context)  # fmt: skip
+
+
+def add_configured_stages(pipeline: Pipeline, specs: list[StageSpec]) -> None:
+    """Insert the custom stages named in the YAML config."""
+    for spec in specs:
+        stage_cls = import_object(spec.class_path)
+        if not (isinstance(stage_cls, type) and issubclass(stage_cls, Stage)):
+            raise ConfigError(f"stages: {spec.class_path!r} is not a Stage subclass")
+        stage = stage_cls(**spec.options)
+        pipeline.add(stage, before=spec.before, after=spec.after)
+
+
+def add_entry_point_stages(pipeline: Pipeline) -> None:
+    """Insert stages that installed packages declare under ``kombu_worker_sdk.stages``.
+
+    The entry point names a Stage subclass whose ``placement`` says where it goes,
+    e.g. ``placement = ("before", "hooks")``.
+    """
+    for ep in entry_points(group=STAGE_ENTRY_POINT_GROUP):
+        stage_cls = ep.load()
+        if not (isinstance(stage_cls, type) and issubclass(stage_cls, Stage)):
+            raise ConfigError(f"entry point {ep.name!r} does not name a Stage subclass")
+        where, anchor = getattr(stage_cls, "placement", None) or ("before", "hooks")
+        pipeline.add(stage_cls(), **{where: anchor})
+
+
+def import_object(path: str) -> Any:
+    """Import ``pkg.mod:Name`` or ``pkg.mod.Name``."""
+    module_name, _, attr = path.partition(":") if ":" in path else path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"cannot import {path!r}: {exc}") from None
+
+
+__all__ = ["HooksError", "Runtime", "broker_connection", "build_runtime", "new_worker_id"]
