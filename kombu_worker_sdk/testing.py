@@ -88,10 +88,19 @@ class RunResult:
 class LocalRunner:
     """Runs messages through one hooks instance and shared in-memory backends."""
 
-    def __init__(self, hooks: Any, config: WorkerConfig | None = None):
-        self.storage = MemoryStorage(allow_local_input=True)
-        self.publisher = MemoryPublisher()
-        self.state = SqliteStateStore(":memory:")
+    def __init__(
+        self,
+        hooks: Any,
+        config: WorkerConfig | None = None,
+        *,
+        storage: MemoryStorage | None = None,
+        state: StateStore | None = None,
+        publisher: MemoryPublisher | None = None,
+    ):
+        """Pass another runner's storage, state and publisher to chain pipeline steps."""
+        self.storage = storage or MemoryStorage(allow_local_input=True)
+        self.publisher = publisher or MemoryPublisher()
+        self.state = state or SqliteStateStore(":memory:")
         self.state.upgrade()
         self.runtime: Runtime = build_runtime(
             config or WorkerConfig(next_queue="next", worker_id="test"),
