@@ -20,6 +20,7 @@ class ValidateStage(Stage):
         msg = parse_task(decode_body(run.body, run.content_type))
         run.message = msg
         run.ctx = runtime.context.for_message(msg, run.attempt)
-        run.log = run.ctx.logger.bind(stage=self.name)
+        run.log = run.ctx.logger  # one adapter: the pipeline's stage shows in the hooks' lines
+        run.log.set_stage(self.name)
         runtime.storage.check_readable(msg.input_uri)
         runtime.storage.check_writable_prefix(msg.output_prefix)

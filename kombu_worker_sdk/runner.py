@@ -1,0 +1,76 @@
+"""Run one worker process: ``python -m kombu_worker_sdk.runner --hooks ...``.
+
+:func:`serve` is what ``kombu-worker --hooks`` calls: it loads the model in the
+worker_init signal, consumes until told to stop, and shuts down gracefully. The
+first SIGTERM or SIGINT stops receiving and drains in-flight work within the
+grace period; a second one exits at once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+from typing import Any
+
+from .config import WorkerConfig
+from .consumer import Worker
+from .logs import configure_logging
+from .runtime import broker_connection, build_runtime
+
+EXIT_NOW = 130
+
+
+def serve(config: WorkerConfig, hooks: Any, *, max_messages: int | None = None) -> int:
+    """Run a worker until stopped; returns the process exit status."""
+    configure_logging(config.log_level)
+    runtime = build_runtime(config, hooks)
+    runtime.state.upgrade()
+    runtime.start()
+    worker = Worker(runtime, broker_connection(config), delivery_factory=delivery_factory(runtime),
+                    max_messages=max_messages)  # fmt: skip
+    install_signal_handlers(worker)
+    runtime.logger.info("worker %s started: hooks=%s queue=%s", runtime.worker_id,
+                        runtime.hooks_path, config.queue)  # fmt: skip
+    try:
+        worker.run()
+    finally:
+        worker.shutdown(config.shutdown_grace_seconds)
+        runtime.close()
+        runtime.logger.info("worker %s stopped after %d message(s)", runtime.worker_id,
+                            worker.settled)  # fmt: skip
+    return 0
+
+
+def delivery_factory(runtime: Any) -> Any:
+    """SQS needs its own delivery (visibility, receive count); embedded uses the default."""
+    if runtime.config.broker_url.startswith("sqs://"):
+        from .sqs import sqs_delivery_factory
+
+        return sqs_delivery_factory(runtime)
+    return None
+
+
+def install_signal_handlers(worker: Worker) -> None:
+    """First SIGTERM/SIGINT: stop gracefully. Second: exit at once."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    state = {"stopping": False}
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        if state["stopping"]:
+            os._exit(EXIT_NOW)
+        state["stopping"] = True
+        worker.runtime.logger.info("received %s: finishing in-flight work", signal.Signals(signum).name)
+        worker.should_stop = True
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+
+
+if __name__ == "__main__":
+    from .cli import main
+
+    sys.exit(main())
