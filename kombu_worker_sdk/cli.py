@@ -64,7 +64,7 @@ def build_config(config_name: str | None, config_dir: str | None, **overrides: A
 @click.version_option(package_name="kombu-worker-sdk")
 @click.pass_context
 @one_line_errors
-def main(ctx: click.Context, hooks: str | None, config_name: str | None, config_dir: str | None,
+def main(ctx: click.Context, /, hooks: str | None, config_name: str | None, config_dir: str | None,
          max_messages: int | None, **overrides: Any) -> None:  # fmt: skip
     """Run a pipeline step: long-poll a queue and run your hooks on each message."""
     if ctx.invoked_subcommand is not None:
@@ -114,7 +114,7 @@ def send(source: str | None, job_id: str | None, task_id: str | None, input_uri:
 def status(job_id: str, as_json: bool, config_name: str | None, config_dir: str | None) -> None:
     """Show a job's status and its tree of tasks, with attempts and errors."""
     from .state import open_state
-    from .status_view import render_job, job_as_dict
+    from .status_view import job_as_dict, render_job
 
     state = open_state(build_config(config_name, config_dir).effective_db_dsn)
     job = state.get_job(job_id)

@@ -115,7 +115,8 @@ class WorkerConfig(BaseModel):
 
     def masked(self) -> dict[str, Any]:
         """The config as plain data with every password and secret masked."""
-        return mask_secrets(self.model_dump(mode="json", by_alias=True))
+        masked: dict[str, Any] = mask_secrets(self.model_dump(mode="json", by_alias=True))
+        return masked
 
 
 def mask_secrets(value: Any) -> Any:
@@ -185,10 +186,8 @@ def _file_layers(name: str, directory: Path) -> list[tuple[str, dict[str, Any]]]
 
 
 def _named_file(name: str, directory: Path) -> Path | None:
-    if name.endswith((".yaml", ".yml")) or os.sep in name:
-        path = Path(name)
-    else:
-        path = directory / f"{name}.yaml"
+    is_path = name.endswith((".yaml", ".yml")) or os.sep in name
+    path = Path(name) if is_path else directory / f"{name}.yaml"
     if path.is_file():
         return path
     if name == "default":

@@ -57,9 +57,7 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
         config = runtime.config
         pooled = config.concurrency > 1 or config.batch_size > 1
         self._executor = (
-            ThreadPoolExecutor(config.concurrency, thread_name_prefix="kombu-worker")
-            if pooled
-            else None
+            ThreadPoolExecutor(config.concurrency, thread_name_prefix="kombu-worker") if pooled else None
         )
 
     # -- Kombu's side ---------------------------------------------------

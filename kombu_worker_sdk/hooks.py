@@ -58,9 +58,7 @@ class WorkerHooks(ABC):
         """Do the work for one message and return its outputs."""
 
     @abstractmethod
-    def publish_next(
-        self, ctx: Context, msg: TaskMessage, outputs: Outputs
-    ) -> list[dict[str, Any]]:
+    def publish_next(self, ctx: Context, msg: TaskMessage, outputs: Outputs) -> list[dict[str, Any]]:
         """Return the messages for the next step; ``[]`` at the end of a pipeline."""
 
     def process_batch(self, ctx: Context, msgs: list[TaskMessage]) -> list[Outputs | BaseException]:

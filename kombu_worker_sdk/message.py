@@ -126,7 +126,7 @@ def decode_body(raw: bytes | str, content_type: str | None = None) -> dict[str, 
     """
     _check_content_type(content_type)
     data = _loads(raw)
-    if isinstance(data, dict) and _ENVELOPE_KEYS <= data.keys():
+    if isinstance(data, dict) and data.keys() >= _ENVELOPE_KEYS:
         data = _unwrap_envelope(data)
     if not isinstance(data, dict):
         raise DecodeError(f"message body must be a JSON object, got {type(data).__name__}")
@@ -151,7 +151,7 @@ def parse_next(data: dict[str, Any], *, parent: TaskMessage) -> NextMessage:
     try:
         child = NextMessage.model_validate(body)
     except ValidationError as exc:
-        raise InvalidMessageError(f"publish_next returned an invalid message: {_summarise(exc)}")
+        raise InvalidMessageError(f"publish_next returned an invalid message: {_summarise(exc)}") from None
     if child.job_id != parent.job_id:
         raise UnsafeURIError(
             f"child {child.task_id!r} names job {child.job_id!r}, not its parent's {parent.job_id!r}"

@@ -30,6 +30,7 @@ from .errors import (
 from .signals import task_failure
 
 if TYPE_CHECKING:
+    from .config import WorkerConfig
     from .context import Context
     from .hooks import Outputs
     from .logs import TaskLogger
@@ -255,9 +256,9 @@ def record_failure(run: TaskRun, error: BaseException) -> None:
     task_failure.send(run.runtime.hooks, task_id=task_id, exception=error, run=run)
 
 
-def backoff(attempt: int, config: Any) -> float:
+def backoff(attempt: int, config: WorkerConfig) -> float:
     """Exponential backoff with jitter: base·2^(attempt-1), capped, scaled by U(0.5, 1)."""
-    ceiling = min(config.retry_backoff_max_seconds, config.retry_backoff_seconds * 2 ** max(attempt - 1, 0))
+    ceiling = min(config.retry_backoff_max_seconds, config.retry_backoff_seconds * 2.0 ** max(attempt - 1, 0))
     return round(ceiling * random.uniform(0.5, 1.0), 3)
 
 

@@ -49,9 +49,7 @@ def messages_from_flags(
     return [parse_task(body)]
 
 
-def send_messages(
-    config: WorkerConfig, msgs: list[TaskMessage], queue: str, *, register: bool = True
-) -> int:
+def send_messages(config: WorkerConfig, msgs: list[TaskMessage], queue: str, *, register: bool = True) -> int:
     """Register each root task as PENDING (so status shows it), then publish."""
     if register:
         state = open_state(config.effective_db_dsn)

@@ -10,8 +10,7 @@ from .state import JobRecord, TaskRecord
 
 def render_job(job: JobRecord, tasks: list[TaskRecord]) -> str:
     lines = [
-        f"job {job.job_id}: {job.status.value} "
-        f"({job.done}/{job.total} done, {job.failed} failed)",
+        f"job {job.job_id}: {job.status.value} ({job.done}/{job.total} done, {job.failed} failed)",
         f"{'TASK':<48} {'STATUS':<11} {'ATTEMPTS':>8}  ERROR",
     ]
     children: dict[str | None, list[TaskRecord]] = defaultdict(list)

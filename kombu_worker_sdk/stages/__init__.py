@@ -24,5 +24,12 @@ __all__ = [
 def default_pipeline() -> Pipeline:
     """validate → idempotency → claim → hooks → store → fanout."""
     return Pipeline(
-        [ValidateStage(), IdempotencyStage(), ClaimStage(), HooksStage(), StoreStage(), FanoutStage()]
+        [
+            ValidateStage(),
+            IdempotencyStage(),
+            ClaimStage(),
+            HooksStage(),
+            StoreStage(),
+            FanoutStage(),
+        ]
     )

@@ -6,7 +6,16 @@ from urllib.parse import urlsplit
 
 from ..config import mask_url
 from ..errors import ConfigError
-from .base import Claim, ClaimOutcome, JobRecord, JobStatus, PendingChild, StateStore, TaskRecord, TaskStatus
+from .base import (
+    Claim,
+    ClaimOutcome,
+    JobRecord,
+    JobStatus,
+    PendingChild,
+    StateStore,
+    TaskRecord,
+    TaskStatus,
+)
 from .sqlite import SqliteStateStore
 
 __all__ = [

@@ -115,9 +115,7 @@ class StateStore(ABC):
         """Give a PROCESSING task back (PENDING, error kept) for a later attempt."""
 
     @abstractmethod
-    def fail(
-        self, task_id: str, job_id: str | None, *, error: str, content_hash: str | None = None
-    ) -> None:
+    def fail(self, task_id: str, job_id: str | None, *, error: str, content_hash: str | None = None) -> None:
         """Mark the task FAILED for good (creating its row if unknown); DONE tasks stay DONE."""
 
     @abstractmethod
@@ -139,20 +137,16 @@ class StateStore(ABC):
     # The seed README's ``ctx.db`` API, over the primitives above.
     def claim_task(self, task_id: str, *, worker_id: str = "hook", lease_seconds: float = 300) -> bool:
         """Claim an already registered task by id; True if this caller now holds it."""
-        record = self.get_task(task_id)
-        if record is None:
+        if self.get_task(task_id) is None:
             return False
-        from ..message import TaskMessage
-
-        probe = TaskMessage.model_construct(task_id=task_id, job_id=record.job_id)
-        return self._claim_existing(probe, worker_id, lease_seconds).outcome is ClaimOutcome.CLAIMED
+        return self._claim_existing(task_id, worker_id, lease_seconds).outcome is ClaimOutcome.CLAIMED
 
     def update_status(self, task_id: str, status: TaskStatus | str, *, error: str | None = None) -> None:
         """Set a task's status by hand (for hooks that manage sub-work themselves)."""
         self._set_status(task_id, TaskStatus(status), error)
 
     @abstractmethod
-    def _claim_existing(self, msg: TaskMessage, worker_id: str, lease_seconds: float) -> Claim: ...
+    def _claim_existing(self, task_id: str, worker_id: str, lease_seconds: float) -> Claim: ...
 
     @abstractmethod
     def _set_status(self, task_id: str, status: TaskStatus, error: str | None) -> None: ...

@@ -28,8 +28,7 @@ from .base import (
 from .migrations import MIGRATIONS
 
 TASK_COLUMNS = (
-    "task_id, job_id, parent_task_id, status, attempts, error, content_hash, queue, "
-    "worker_id, updated_at"
+    "task_id, job_id, parent_task_id, status, attempts, error, content_hash, queue, worker_id, updated_at"
 )
 _JOB_STATUS_SQL = (
     "status = CASE WHEN failed + %s > 0 THEN 'FAILED' "
@@ -39,7 +38,8 @@ MAX_ERROR_CHARS = 4000
 
 
 class Cursor(Protocol):
-    rowcount: int
+    @property
+    def rowcount(self) -> int: ...
 
     def execute(self, sql: str, params: Sequence[Any] = ...) -> Any: ...
     def fetchone(self) -> Any: ...
@@ -91,24 +91,24 @@ class SqlStateStore(StateStore):
     def claim(self, msg: TaskMessage, *, worker_id: str, lease_seconds: float) -> Claim:
         with self._tx() as cur:
             self._insert_task(cur, msg, None, TaskStatus.PENDING, None)
-            return self._claim_row(cur, msg, worker_id, lease_seconds)
+            return self._claim_row(cur, msg.task_id, worker_id, lease_seconds, msg.content_hash())
 
-    def _claim_existing(self, msg: TaskMessage, worker_id: str, lease_seconds: float) -> Claim:
+    def _claim_existing(self, task_id: str, worker_id: str, lease_seconds: float) -> Claim:
         with self._tx() as cur:
-            return self._claim_row(cur, msg, worker_id, lease_seconds, check_hash=False)
+            return self._claim_row(cur, task_id, worker_id, lease_seconds, None)
 
     def _claim_row(
-        self, cur: Cursor, msg: TaskMessage, worker_id: str, lease: float, check_hash: bool = True
+        self, cur: Cursor, task_id: str, worker_id: str, lease: float, content_hash: str | None
     ) -> Claim:
         row = self._run(
             cur,
-            "SELECT status, content_hash, lease_until, attempts FROM kw_tasks WHERE task_id = %s"
+            "SELECT status, content_hash, lease_until, attempts, job_id FROM kw_tasks WHERE task_id = %s"
             + self.lock_suffix,
-            (msg.task_id,),
+            (task_id,),
         ).fetchone()
-        status, stored_hash, lease_until, attempts = row
+        status, stored_hash, lease_until, attempts, job_id = row
         now = time.time()
-        if check_hash and stored_hash and stored_hash != msg.content_hash():
+        if content_hash and stored_hash and stored_hash != content_hash:
             return Claim(ClaimOutcome.CONFLICT, attempts)
         if status == TaskStatus.DONE:
             return Claim(ClaimOutcome.DONE, attempts)
@@ -119,10 +119,10 @@ class SqlStateStore(StateStore):
             cur,
             "UPDATE kw_tasks SET status = 'PROCESSING', worker_id = %s, lease_until = %s, "
             "attempts = attempts + 1, updated_at = %s WHERE task_id = %s",
-            (worker_id, until, now, msg.task_id),
+            (worker_id, until, now, task_id),
         )
         if status == TaskStatus.FAILED:  # a redriven dead letter gets another chance
-            self._bump_job(cur, msg.job_id, failed=-1)
+            self._bump_job(cur, job_id, failed=-1)
         return Claim(ClaimOutcome.CLAIMED, attempts + 1, until)
 
     def extend_lease(self, task_id: str, *, worker_id: str, lease_seconds: float) -> bool:
@@ -183,7 +183,9 @@ class SqlStateStore(StateStore):
         if arrived < size or released:
             return 0
         self._run(
-            cur, "UPDATE kw_barriers SET released_by = %s WHERE group_id = %s", (parent.task_id, group)
+            cur,
+            "UPDATE kw_barriers SET released_by = %s WHERE group_id = %s",
+            (parent.task_id, group),
         )
         return int(self._insert_task(cur, child.task(), parent.task_id, TaskStatus.PENDING, queue))
 
@@ -196,9 +198,7 @@ class SqlStateStore(StateStore):
                 (error[:MAX_ERROR_CHARS], time.time(), task_id),
             )
 
-    def fail(
-        self, task_id: str, job_id: str | None, *, error: str, content_hash: str | None = None
-    ) -> None:
+    def fail(self, task_id: str, job_id: str | None, *, error: str, content_hash: str | None = None) -> None:
         with self._tx() as cur:
             row = self._run(
                 cur,
@@ -207,8 +207,8 @@ class SqlStateStore(StateStore):
             ).fetchone()
             if row is None:
                 job = job_id or task_id
-                stub = TaskMessage.model_construct(job_id=job, task_id=task_id)
-                self._insert_task(cur, stub, None, TaskStatus.FAILED, None, content_hash, error)
+                self._insert_row(cur, task_id, job, None, TaskStatus.FAILED, None,
+                                 digest=content_hash, error=error[:MAX_ERROR_CHARS])  # fmt: skip
                 self._bump_job(cur, job, failed=1)
                 return
             if row[1] in (TaskStatus.DONE, TaskStatus.FAILED):
@@ -234,35 +234,42 @@ class SqlStateStore(StateStore):
             )
 
     def _insert_task(
+        self, cur: Cursor, msg: TaskMessage, parent: str | None, status: TaskStatus, queue: str | None
+    ) -> bool:
+        """Insert a task row for a full message (body kept, to republish it later)."""
+        return self._insert_row(cur, msg.task_id, msg.job_id, parent, status, queue,
+                                body=json.dumps(msg.to_body()), digest=msg.content_hash())  # fmt: skip
+
+    def _insert_row(
         self,
         cur: Cursor,
-        msg: TaskMessage,
+        task_id: str,
+        job_id: str,
         parent: str | None,
         status: TaskStatus,
         queue: str | None,
-        content_hash: str | None = None,
+        *,
+        body: str | None = None,
+        digest: str | None = None,
         error: str | None = None,
     ) -> bool:
-        """Insert the task row (and its job) if new; True when a row was added."""
+        """Insert the task row (and, for a root task, its job) if new; True when added."""
         now = time.time()
-        has_body = "input_uri" in msg.__dict__
-        body = json.dumps(msg.to_body()) if has_body else None
-        digest = msg.content_hash() if has_body else content_hash
         added = self._run(
             cur,
             f"INSERT INTO kw_tasks ({TASK_COLUMNS}, body, created_at) "
             "VALUES (%s, %s, %s, %s, 0, %s, %s, %s, NULL, %s, %s, %s) "
             "ON CONFLICT (task_id) DO NOTHING",
-            (msg.task_id, msg.job_id, parent, status.value, error, digest, queue, now, body, now),
+            (task_id, job_id, parent, status.value, error, digest, queue, now, body, now),
         ).rowcount
         if added and parent is None:
             self._run(
                 cur,
                 "INSERT INTO kw_jobs (job_id, status, total, done, failed, created_at, updated_at) "
                 "VALUES (%s, 'RUNNING', 0, 0, 0, %s, %s) ON CONFLICT (job_id) DO NOTHING",
-                (msg.job_id, now, now),
+                (job_id, now, now),
             )
-            self._bump_job(cur, msg.job_id, total=1)
+            self._bump_job(cur, job_id, total=1)
         return bool(added)
 
     def _bump_job(self, cur: Cursor, job_id: str, total: int = 0, done: int = 0, failed: int = 0) -> None:
@@ -297,7 +304,9 @@ class SqlStateStore(StateStore):
     def get_job(self, job_id: str) -> JobRecord | None:
         with self._tx() as cur:
             row = self._run(
-                cur, "SELECT job_id, status, total, done, failed FROM kw_jobs WHERE job_id = %s", (job_id,)
+                cur,
+                "SELECT job_id, status, total, done, failed FROM kw_jobs WHERE job_id = %s",
+                (job_id,),
             ).fetchone()
         return JobRecord(row[0], JobStatus(row[1]), row[2], row[3], row[4]) if row else None
 
@@ -328,4 +337,3 @@ def _task_record(row: Sequence[Any]) -> TaskRecord:
         worker_id=row[8],
         updated_at=row[9],
     )
-

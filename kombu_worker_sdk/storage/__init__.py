@@ -26,13 +26,13 @@ def open_storage(
 ) -> Storage:
     """Build the backend named by ``url``; ConfigError for an unknown scheme."""
     scheme = urlsplit(url).scheme
-    options = {"allowed_buckets": allowed_buckets, "allow_local_input": allow_local_input}
     if scheme == "file":
-        return LocalStorage(unquote(urlsplit(url).path), **options)
+        path = unquote(urlsplit(url).path)
+        return LocalStorage(path, allowed_buckets=allowed_buckets, allow_local_input=allow_local_input)
     if scheme == "memory":
-        return MemoryStorage(**options)
+        return MemoryStorage(allowed_buckets=allowed_buckets, allow_local_input=allow_local_input)
     if scheme == "s3":
         from .s3 import S3Storage
 
-        return S3Storage(**options)
+        return S3Storage(allowed_buckets=allowed_buckets, allow_local_input=allow_local_input)
     raise ConfigError(f"storage_url {url!r}: scheme must be file://, memory:// or s3://")

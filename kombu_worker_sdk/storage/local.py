@@ -9,9 +9,9 @@ cannot carry a write outside it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
@@ -24,7 +24,11 @@ class LocalStorage(Storage):
     """Objects as files under ``root``."""
 
     def __init__(
-        self, root: str | Path, *, allowed_buckets: Iterable[str] = (), allow_local_input: bool = False
+        self,
+        root: str | Path,
+        *,
+        allowed_buckets: Iterable[str] = (),
+        allow_local_input: bool = False,
     ) -> None:
         super().__init__(allowed_buckets, allow_local_input=allow_local_input)
         self.root = Path(root).resolve()

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 import io
 import threading
+from collections.abc import Iterable
 from typing import BinaryIO
 
 from ..errors import ObjectNotFoundError
@@ -14,9 +14,7 @@ from .base import RESULT_STEM, Storage
 class MemoryStorage(Storage):
     """Objects in a dict keyed by URI; ``puts`` records every write, to count them."""
 
-    def __init__(
-        self, *, allowed_buckets: Iterable[str] = (), allow_local_input: bool = False
-    ) -> None:
+    def __init__(self, *, allowed_buckets: Iterable[str] = (), allow_local_input: bool = False) -> None:
         super().__init__(allowed_buckets, allow_local_input=allow_local_input)
         self.objects: dict[str, bytes] = {}
         self.content_types: dict[str, str] = {}
