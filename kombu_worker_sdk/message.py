@@ -96,7 +96,7 @@ class FanIn(BaseModel):
 
     Every sibling returns the same child with the same ``group``. The SDK counts
     finished siblings atomically in the state store and publishes the child once,
-    when the ``size``-th sibling is DONE.
+    when the ``size``-th sibling is DONE. Groups are scoped to the job.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -66,9 +66,11 @@ class KombuPublisher(Publisher):
         self._lock = threading.Lock()  # Kombu producers are not thread-safe
 
     def _send(self, queue: str, bodies: list[str]) -> None:
-        self._publish_many(queue, bodies, {})
+        self._publish_many(queue, bodies, {}, "application/json")
 
-    def _publish_many(self, queue: str, bodies: list[str], headers: dict[str, Any]) -> None:
+    def _publish_many(
+        self, queue: str, bodies: list[str], headers: dict[str, Any], content_type: str
+    ) -> None:
         with self._lock:
             try:
                 producer = self._producer or Producer(self.connection.default_channel)
@@ -77,7 +79,7 @@ class KombuPublisher(Publisher):
                     producer.publish(
                         body,
                         routing_key=queue,
-                        content_type="application/json",
+                        content_type=content_type,
                         content_encoding="utf-8",
                         headers=headers,
                         declare=[Queue(queue, routing_key=queue)],
@@ -91,7 +93,9 @@ class KombuPublisher(Publisher):
 
     def publish_raw(self, queue: str, body: bytes | str, attributes: Mapping[str, Any]) -> None:
         raw = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-        self._publish_many(queue, [raw], dict(attributes))
+        # Opaque on purpose: a dead letter may not be valid JSON, and no consumer should
+        # decode it by accident. ``dlq redrive`` sends it back as JSON.
+        self._publish_many(queue, [raw], dict(attributes), "application/octet-stream")
 
     def close(self) -> None:
         with self._lock:

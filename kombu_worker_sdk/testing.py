@@ -113,11 +113,10 @@ class LocalRunner:
 
     def run(self, msg: TaskMessage | dict[str, Any] | str, *, attempt: int = 1) -> RunResult:
         body = msg if isinstance(msg, str) else json.dumps(_as_body(msg))
-        before = sum(len(v) for v in self.publisher.sent.values())
         run = TaskRun(body, "application/json", attempt, self.runtime, self.runtime.logger.bind())
         self.runtime.pipeline.run([run])
         assert run.outcome is not None
-        published = self.publisher.all()[before:]
+        published = [child.message.to_body() for child in run.published]
         return RunResult(run.outcome, run.outputs, published, self.storage, self.state, run)
 
 

@@ -159,7 +159,7 @@ class SqlStateStore(StateStore):
         queue = child.queue or default_queue
         if child.fan_in is None:
             return int(self._insert_task(cur, child.task(), parent.task_id, TaskStatus.PENDING, queue))
-        group = child.fan_in.group
+        group = f"{parent.job_id}/{child.fan_in.group}"  # barriers never span jobs
         self._run(
             cur,
             "INSERT INTO kw_barriers (group_id, job_id, size, arrived) VALUES (%s, %s, %s, 0) "
