@@ -24,6 +24,7 @@ from .delivery import Delivery, EmbeddedDelivery
 from .pipeline import Disposition, Outcome, TaskRun
 from .runtime import Runtime
 from .signals import worker_ready, worker_shutdown
+from .sqs import queue_name
 
 DeliveryFactory = Callable[[Message], Delivery]
 
@@ -42,7 +43,8 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
     ):
         self.runtime = runtime
         self.connection = connection
-        self.queue = queue or Queue(runtime.config.queue, routing_key=runtime.config.queue)
+        name = queue_name(runtime.config.queue)
+        self.queue = queue or Queue(name, routing_key=name)
         self.deliveries = delivery_factory or (lambda m: EmbeddedDelivery(m, runtime.publisher))
         self.max_messages = max_messages
         self.settled = 0
@@ -71,6 +73,9 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
         return [consumer]
 
     def on_consume_ready(self, connection: Any, channel: Any, consumers: Any, **kwargs: Any) -> None:
+        prepare = getattr(self.deliveries, "prepare_channel", None)
+        if prepare is not None:
+            prepare(channel)
         self.ready.set()
         worker_ready.send(self.runtime.hooks, worker=self)
         self.runtime.logger.info("consuming from %s", self.queue.name)
@@ -83,7 +88,11 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
 
     # -- receiving and dispatching ---------------------------------------
     def _on_message(self, message: Message) -> None:
-        self.submit(self.deliveries(message))
+        delivery = self.deliveries(message)
+        if self.should_stop:  # received by a long poll that ended after the stop: hand it back
+            delivery.release()
+            return
+        self.submit(delivery)
 
     def submit(self, delivery: Delivery) -> None:
         """Start a delivery now, on the pool, or in the next micro-batch."""

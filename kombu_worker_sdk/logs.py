@@ -78,3 +78,5 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None
     root.setLevel(level.upper())
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "kombu"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # Kombu warns on every host-less URL (filesystem://, sqs:// with an env endpoint).
+    logging.getLogger("kombu.connection").setLevel(logging.ERROR)

@@ -40,7 +40,11 @@ def test_both_path_forms_load(path: str) -> None:
 
 @pytest.mark.parametrize(
     ("path", "message"),
-    [("no.such.module:Hooks", "cannot import"), ("tests.sample_hooks:Nope", "has no class"), ("x", "must look")],
+    [
+        ("no.such.module:Hooks", "cannot import"),
+        ("tests.sample_hooks:Nope", "has no class"),
+        ("x", "must look"),
+    ],
 )
 def test_bad_hooks_paths(path: str, message: str) -> None:
     with pytest.raises(HooksError, match=message):
