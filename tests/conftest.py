@@ -100,9 +100,7 @@ def make_worker(tmp_path: Path) -> Iterator[Callable[..., RunningWorker]]:
             retry_backoff_max_seconds=settings.pop("retry_backoff_max_seconds", 0.05),
             **settings,
         )
-        runtime = build_runtime(
-            config, hooks or sample_hooks.StepHooks(), storage=storage or MemoryStorage()
-        )
+        runtime = build_runtime(config, hooks or sample_hooks.StepHooks(), storage=storage or MemoryStorage())
         runtime.state.upgrade()
         runtime.start()
         worker = Worker(runtime, broker_connection(config))
