@@ -102,7 +102,10 @@ class WorkerConfig(BaseModel):
 
     @property
     def effective_dead_letter_queue(self) -> str:
-        return self.dead_letter_queue or f"{self.queue}-dlq"
+        if self.dead_letter_queue:
+            return self.dead_letter_queue
+        base, fifo = (self.queue[:-5], ".fifo") if self.queue.endswith(".fifo") else (self.queue, "")
+        return f"{base}-dlq{fifo}"
 
     @property
     def effective_prefetch(self) -> int:
@@ -149,7 +152,7 @@ def load_config(
     environ = dict(os.environ if env is None else env)
     directory = Path(config_dir or environ.get("WORKER_CONFIG_DIR") or "config")
     layers = _file_layers(name or environ.get("WORKER_CONFIG") or "default", directory)
-    layers.append(("environment", _env_layer(environ)))
+    layers.extend(_env_layers(environ))
     layers.append(("command line", {k: v for k, v in (overrides or {}).items() if v is not None}))
     merged: dict[str, Any] = {}
     origin: dict[str, str] = {}
@@ -207,13 +210,14 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _env_layer(environ: dict[str, str]) -> dict[str, Any]:
-    layer: dict[str, Any] = {key: environ[var] for var, key in SEED_ENV.items() if environ.get(var)}
-    for var, value in environ.items():
+def _env_layers(environ: dict[str, str]) -> list[tuple[str, dict[str, Any]]]:
+    """One layer per variable, so an error names the variable that caused it."""
+    layers = [(f"${var}", {key: environ[var]}) for var, key in SEED_ENV.items() if environ.get(var)]
+    for var, value in sorted(environ.items()):
         if var.startswith(ENV_PREFIX):
             key = var[len(ENV_PREFIX) :].lower()
-            layer[key] = yaml.safe_load(value) if key in _STRUCTURED_KEYS else value
-    return layer
+            layers.append((f"${var}", {key: yaml.safe_load(value) if key in _STRUCTURED_KEYS else value}))
+    return layers
 
 
 _STRUCTURED_KEYS = {"allowed_buckets", "stages"}

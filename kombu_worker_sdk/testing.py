@@ -29,14 +29,14 @@ from .pipeline import Disposition, Outcome, TaskRun
 from .publish import MemoryPublisher
 from .runtime import Runtime, build_runtime
 from .state import SqliteStateStore, StateStore
-from .storage import MemoryStorage, Storage
+from .storage import MemoryStorage
 
 
 def fake_context(
     msg: TaskMessage | dict[str, Any] | None = None,
     *,
     config: WorkerConfig | None = None,
-    storage: Storage | None = None,
+    storage: MemoryStorage | None = None,
     state: StateStore | None = None,
     publisher: MemoryPublisher | None = None,
 ) -> Context:
@@ -125,10 +125,11 @@ def run_message(
     msg: TaskMessage | dict[str, Any] | str,
     *,
     config: WorkerConfig | None = None,
+    storage: MemoryStorage | None = None,
     attempt: int = 1,
 ) -> RunResult:
     """Run one message through the real pipeline with in-memory backends."""
-    return LocalRunner(hooks, config).run(msg, attempt=attempt)
+    return LocalRunner(hooks, config, storage=storage).run(msg, attempt=attempt)
 
 
 def _as_body(msg: TaskMessage | dict[str, Any]) -> dict[str, Any]:

@@ -68,7 +68,7 @@ class StepHooks(WorkerHooks):
                     "task_id": f"{msg['job_id']}-join",
                     "input_uri": msg["input_uri"],
                     "output_prefix": f"{root.rsplit('/', 1)[0]}/join/",
-                    "params": {"step": "join"},
+                    "params": {"step": "join", **{k: v for k, v in params.items() if k == "marker_dir"}},
                     "fan_in": {"group": f"{msg['job_id']}-parts", "size": params["parts"]},
                 }
             ]
