@@ -163,8 +163,6 @@ def dedup_id(task_id: str) -> str:
     """SQS deduplication ids are ≤128 chars of a restricted set: hash anything else."""
     allowed = set("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
     ok = len(task_id) <= 128 and all(c.isalnum() or c in allowed for c in task_id)
-        c.isalnum() or c in "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~" for c in task_id
-    )
     return task_id if ok else hashlib.sha256(task_id.encode()).hexdigest()
 
 
