@@ -10,6 +10,7 @@ disposition is carried out here and nowhere else.
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -21,12 +22,15 @@ from kombu.message import Message
 from kombu.mixins import ConsumerMixin
 
 from .delivery import Delivery, EmbeddedDelivery
-from .pipeline import Disposition, Outcome, TaskRun
+from .errors import BackendUnavailableError
+from .heartbeat import Heartbeat
+from .pipeline import Disposition, Outcome, TaskRun, describe
 from .runtime import Runtime
 from .signals import worker_ready, worker_shutdown
 from .sqs import queue_name
 
 DeliveryFactory = Callable[[Message], Delivery]
+MAX_OUTAGE_BACKOFF = 30.0
 
 
 class Worker(ConsumerMixin):  # type: ignore[misc]
@@ -41,9 +45,10 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
         delivery_factory: DeliveryFactory | None = None,
         max_messages: int | None = None,
     ):
+        config = runtime.config
         self.runtime = runtime
         self.connection = connection
-        name = queue_name(runtime.config.queue)
+        name = queue_name(config.queue)
         self.queue = queue or Queue(name, routing_key=name)
         self.deliveries = delivery_factory or (lambda m: EmbeddedDelivery(m, runtime.publisher))
         self.max_messages = max_messages
@@ -51,16 +56,16 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
         self.ready = threading.Event()
         self.last_progress = time.monotonic()
         self.inflight: set[Delivery] = set()
+        self.lock = threading.Lock()
+        self.outage_since: float | None = None
         self._futures: set[Future[None]] = set()
-        self._lock = threading.Lock()
         self._batch: list[Delivery] = []
         self._batch_timer: threading.Timer | None = None
         self._held: dict[Delivery, threading.Timer] = {}
-        config = runtime.config
         pooled = config.concurrency > 1 or config.batch_size > 1
-        self._executor = (
-            ThreadPoolExecutor(config.concurrency, thread_name_prefix="kombu-worker") if pooled else None
-        )
+        self._executor = ThreadPoolExecutor(config.concurrency, "kombu-worker") if pooled else None
+        self.heartbeat = Heartbeat(self, visibility_timeout=config.visibility_timeout,
+                                   lease_seconds=config.lease_seconds)  # fmt: skip
 
     # -- Kombu's side ---------------------------------------------------
     def get_consumers(self, consumer_cls: type[Consumer], channel: Any) -> list[Consumer]:
@@ -76,30 +81,54 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
         prepare = getattr(self.deliveries, "prepare_channel", None)
         if prepare is not None:
             prepare(channel)
-        self.ready.set()
-        worker_ready.send(self.runtime.hooks, worker=self)
-        self.runtime.logger.info("consuming from %s", self.queue.name)
+        if not self.ready.is_set():
+            self.ready.set()
+            worker_ready.send(self.runtime.hooks, worker=self)
+            self.runtime.logger.info("consuming from %s", self.queue.name)
 
     def on_iteration(self) -> None:
         self.last_progress = time.monotonic()
 
     def on_connection_error(self, exc: BaseException, interval: float) -> None:
-        self.runtime.logger.warning("broker unreachable (%s); retrying in %.1fs", exc, interval)
+        self.runtime.logger.warning("broker unreachable (%s); retrying in %.1fs", describe(exc), interval)
+
+    def on_visibility_extended(self) -> None:
+        """Called by the heartbeat after each extension (a hook for metrics)."""
+
+    def run(self, _tokens: int = 1, **kwargs: Any) -> None:
+        """Consume until stopped, surviving errors Kombu does not count as connection errors."""
+        self.heartbeat.start()
+        failures = 0
+        while not self.should_stop:
+            try:
+                super().run(_tokens, **kwargs)
+                failures = 0
+            except Exception as exc:  # e.g. a queue that vanished while the endpoint restarted
+                failures += 1
+                delay = min(MAX_OUTAGE_BACKOFF, 0.5 * 2**failures)
+                self.runtime.logger.warning("consume loop failed (%s); retrying in %.1fs",
+                                            describe(exc), delay)  # fmt: skip
+                self._sleep_unless_stopped(delay)
+
+    def _sleep_unless_stopped(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.should_stop and time.monotonic() < deadline:
+            time.sleep(min(0.1, seconds))
+            self.last_progress = time.monotonic()
 
     # -- receiving and dispatching ---------------------------------------
     def _on_message(self, message: Message) -> None:
         delivery = self.deliveries(message)
         if self.should_stop:  # received by a long poll that ended after the stop: hand it back
-            delivery.release()
+            self._release(delivery)
             return
         self.submit(delivery)
 
     def submit(self, delivery: Delivery) -> None:
         """Start a delivery now, on the pool, or in the next micro-batch."""
-        config = self.runtime.config
-        with self._lock:
+        with self.lock:
             self.inflight.add(delivery)
-        if config.batch_size > 1:
+        if self.runtime.config.batch_size > 1:
             self._add_to_batch(delivery)
         elif self._executor is not None:
             self._spawn([delivery])
@@ -108,7 +137,7 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
 
     def _add_to_batch(self, delivery: Delivery) -> None:
         config = self.runtime.config
-        with self._lock:
+        with self.lock:
             self._batch.append(delivery)
             full = len(self._batch) >= config.batch_size
             if not full and self._batch_timer is None:
@@ -119,7 +148,7 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
             self.flush_batch()
 
     def flush_batch(self) -> None:
-        with self._lock:
+        with self.lock:
             batch, self._batch = self._batch, []
             if self._batch_timer is not None:
                 self._batch_timer.cancel()
@@ -129,20 +158,29 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
 
     def _spawn(self, deliveries: list[Delivery]) -> None:
         assert self._executor is not None
-        future = self._executor.submit(self.process, deliveries)
-        with self._lock:
+        try:
+            future = self._executor.submit(self.process, deliveries)
+        except RuntimeError:  # the pool is shutting down: these never started
+            for delivery in deliveries:
+                self._release(delivery)
+            return
+        with self.lock:
             self._futures.add(future)
         future.add_done_callback(self._forget)
 
     def _forget(self, future: Future[None]) -> None:
-        with self._lock:
+        with self.lock:
             self._futures.discard(future)
-        if future.exception() is not None:
+        if not future.cancelled() and future.exception() is not None:
             self.runtime.logger.error("worker thread crashed: %r", future.exception())
 
     # -- processing and settling -----------------------------------------
     def process(self, deliveries: list[Delivery]) -> None:
         """Run the pipeline over deliveries and settle each; never raises."""
+        if self.should_stop:  # prefetched but not started before the stop: give them back
+            for delivery in deliveries:
+                self._release(delivery)
+            return
         runs = [self._new_run(d) for d in deliveries]
         try:
             self.runtime.pipeline.run(runs)
@@ -156,68 +194,122 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
     def _new_run(self, delivery: Delivery) -> TaskRun:
         runtime = self.runtime
         log = runtime.logger.bind(attempt=delivery.attempt)
-        return TaskRun(delivery.body, delivery.content_type, delivery.attempt, runtime, log)
+        run = TaskRun(delivery.body, delivery.content_type, delivery.attempt, runtime, log)
+        delivery.run = run
+        return run
 
     def settle(self, delivery: Delivery, run: TaskRun) -> None:
         """Carry out the run's disposition: the one place a message is acked."""
         outcome = run.outcome
         assert outcome is not None
         try:
+            if isinstance(outcome.error, BackendUnavailableError):
+                self._note_outage(outcome.error)
+                self._hold(delivery, self._outage_delay(delivery))
+                return
+            self._note_recovery()
             if outcome.disposition is Disposition.ACK:
                 delivery.ack()
             elif outcome.disposition is Disposition.DEAD_LETTER:
                 dlq = self.runtime.config.effective_dead_letter_queue
                 delivery.dead_letter(dlq, outcome.reason, run.task_id)
             elif not delivery.retry_in(outcome.delay):
-                self._hold(delivery, outcome.delay)
+                self._hold(delivery, outcome.delay, next_attempt=True)
                 return
-        except Exception:
-            run.log.exception("could not %s the message; it will be redelivered", outcome.disposition)
+        except Exception as exc:
+            run.log.error("could not %s the message (%s); it will be redelivered",
+                          outcome.disposition.value, describe(exc))  # fmt: skip
         self._finish(delivery)
 
-    def _hold(self, delivery: Delivery, delay: float) -> None:
-        """Keep an embedded message unacked and run it again once its delay passes."""
+    def _note_outage(self, error: BaseException) -> None:
+        """Log one line per outage, not one per message."""
+        with self.lock:
+            first = self.outage_since is None
+            if first:
+                self.outage_since = time.monotonic()
+        if first:
+            self.runtime.logger.warning("backend unavailable, holding messages and backing off: %s",
+                                        describe(error))  # fmt: skip
+
+    def _note_recovery(self) -> None:
+        with self.lock:
+            since, self.outage_since = self.outage_since, None
+        if since is not None:
+            self.runtime.logger.warning("backends reachable again after %.1fs", time.monotonic() - since)
+
+    @staticmethod
+    def _outage_delay(delivery: Delivery) -> float:
+        delivery.holds += 1
+        return min(MAX_OUTAGE_BACKOFF, 0.25 * 2.0**delivery.holds) * random.uniform(0.75, 1.0)
+
+    def _hold(self, delivery: Delivery, delay: float, *, next_attempt: bool = False) -> None:
+        """Keep the message (the heartbeat keeps it invisible) and run it again after ``delay``."""
+        if next_attempt:
+            delivery.attempt += 1
 
         def again() -> None:
-            with self._lock:
+            with self.lock:
                 self._held.pop(delivery, None)
-            if self.should_stop:
-                delivery.release()
-                self._finish(delivery)
-            elif self._executor is not None:
+            if self._executor is not None:
                 self._spawn([delivery])
             else:
                 self.process([delivery])
 
         timer = threading.Timer(delay, again)
         timer.daemon = True
-        with self._lock:
+        with self.lock:
             self._held[delivery] = timer
         timer.start()
 
-    def _finish(self, delivery: Delivery) -> None:
-        with self._lock:
+    def _release(self, delivery: Delivery) -> None:
+        try:
+            delivery.release()
+        except Exception as exc:
+            self.runtime.logger.warning("could not release a message (%s); it reappears after its "
+                                        "visibility timeout", describe(exc))  # fmt: skip
+        self._finish(delivery, counted=False)
+
+    def _finish(self, delivery: Delivery, *, counted: bool = True) -> None:
+        with self.lock:
             self.inflight.discard(delivery)
-            self.settled += 1
+            if counted:
+                self.settled += 1
             self.last_progress = time.monotonic()
             if self.max_messages is not None and self.settled >= self.max_messages:
                 self.should_stop = True
 
     # -- stopping ---------------------------------------------------------
-    def shutdown(self, grace_seconds: float) -> None:
-        """Finish in-flight work within the grace period and give back the rest."""
+    def shutdown(self, grace_seconds: float) -> list[Delivery]:
+        """Finish in-flight work within the grace period and give back the rest.
+
+        Returns the deliveries still running when the grace period ran out.
+        """
         self.should_stop = True
         self.flush_batch()
-        with self._lock:
+        with self.lock:
             futures = set(self._futures)
             held = dict(self._held)
             self._held.clear()
-        if futures:
-            wait(futures, timeout=grace_seconds)
         for delivery, timer in held.items():
             timer.cancel()
-            delivery.release()
-            self._finish(delivery)
+            self._release(delivery)
+        if futures:
+            wait(futures, timeout=grace_seconds)
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
-        worker_shutdown.send(self.runtime.hooks, worker=self)
+        self.heartbeat.stop()
+        with self.lock:
+            unfinished = [d for d in self.inflight if not d.settled]
+        worker_shutdown.send(self.runtime.hooks, worker=self, unfinished=len(unfinished))
+        return unfinished
+
+    def abandon(self, deliveries: list[Delivery]) -> None:
+        """After the grace period: release running messages and hand their tasks back."""
+        for delivery in deliveries:
+            run = delivery.run
+            if run is not None and run.claim is not None and run.task_id:
+                try:
+                    self.runtime.state.retry_later(run.task_id, error="interrupted by worker shutdown")
+                except Exception as exc:
+                    self.runtime.logger.warning("could not hand back %s: %s", run.task_id, describe(exc))
+            self._release(delivery)

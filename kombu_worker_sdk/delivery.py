@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from kombu.message import Message
 
 if TYPE_CHECKING:
+    from .pipeline import TaskRun
     from .publish import Publisher
 
 
@@ -27,6 +28,8 @@ class Delivery(ABC):
         self.message = message
         self.attempt = attempt
         self.received_at = time.monotonic()
+        self.run: TaskRun | None = None  # set while the pipeline works on it (for the heartbeat)
+        self.holds = 0  # times held in-process through a backend outage
         self._settled = threading.Event()
 
     @property
@@ -87,8 +90,7 @@ class EmbeddedDelivery(Delivery):
         return body
 
     def retry_in(self, delay: float) -> bool:
-        self.attempt += 1  # held in-process; the consumer re-runs it when due
-        return False
+        return False  # no visibility timeout here: the consumer holds it and re-runs it when due
 
     def _ack(self) -> None:
         self.message.ack()

@@ -241,6 +241,9 @@ def record_failure(run: TaskRun, error: BaseException) -> None:
     reason = run.outcome.reason
     task_id = run.task_id or getattr(error, "task_id", None)
     job_id = run.message.job_id if run.message else getattr(error, "job_id", None)
+    if isinstance(error, BackendUnavailableError):
+        run.log.debug("backend unavailable: %s", reason)  # the consumer logs one line per outage
+        return
     try:
         if run.outcome.disposition is Disposition.DEAD_LETTER:
             run.log.error("giving up: %s", reason)

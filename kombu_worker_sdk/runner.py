@@ -37,11 +37,21 @@ def serve(config: WorkerConfig, hooks: Any, *, max_messages: int | None = None) 
     try:
         worker.run()
     finally:
-        worker.shutdown(config.shutdown_grace_seconds)
+        unfinished = worker.shutdown(config.shutdown_grace_seconds)
+        if unfinished:
+            runtime.logger.warning("grace period over: releasing %d running message(s)", len(unfinished))
+            worker.abandon(unfinished)
         runtime.close()
-        runtime.logger.info("worker %s stopped after %d message(s)", runtime.worker_id,
-                            worker.settled)  # fmt: skip
+        runtime.logger.info("worker %s stopped after %d message(s)", runtime.worker_id, worker.settled)
+    if unfinished:
+        flush_and_exit(0)  # hook threads still running cannot be joined: leave without them
     return 0
+
+
+def flush_and_exit(code: int) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def delivery_factory(runtime: Any) -> Any:
@@ -61,7 +71,7 @@ def install_signal_handlers(worker: Worker) -> None:
 
     def handle(signum: int, frame: FrameType | None) -> None:
         if state["stopping"]:
-            os._exit(EXIT_NOW)
+            flush_and_exit(EXIT_NOW)
         state["stopping"] = True
         worker.runtime.logger.info("received %s: finishing in-flight work", signal.Signals(signum).name)
         worker.should_stop = True

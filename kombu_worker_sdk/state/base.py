@@ -12,6 +12,7 @@ The public methods are a template over a few guarantees every backend keeps:
 from __future__ import annotations
 
 import enum
+import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -135,11 +136,15 @@ class StateStore(ABC):
     def close(self) -> None: ...
 
     # The seed README's ``ctx.db`` API, over the primitives above.
-    def claim_task(self, task_id: str, *, worker_id: str = "hook", lease_seconds: float = 300) -> bool:
-        """Claim an already registered task by id; True if this caller now holds it."""
+    def claim_task(self, task_id: str, *, worker_id: str | None = None, lease_seconds: float = 300) -> bool:
+        """Claim an already registered task by id; True if this caller now holds it.
+
+        Without ``worker_id`` each call is a distinct claimant, so a second call fails.
+        """
         if self.get_task(task_id) is None:
             return False
-        return self._claim_existing(task_id, worker_id, lease_seconds).outcome is ClaimOutcome.CLAIMED
+        claimant = worker_id or f"claim-{uuid.uuid4().hex}"
+        return self._claim_existing(task_id, claimant, lease_seconds).outcome is ClaimOutcome.CLAIMED
 
     def update_status(self, task_id: str, status: TaskStatus | str, *, error: str | None = None) -> None:
         """Set a task's status by hand (for hooks that manage sub-work themselves)."""

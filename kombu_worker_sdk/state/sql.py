@@ -102,17 +102,17 @@ class SqlStateStore(StateStore):
     ) -> Claim:
         row = self._run(
             cur,
-            "SELECT status, content_hash, lease_until, attempts, job_id FROM kw_tasks WHERE task_id = %s"
-            + self.lock_suffix,
+            "SELECT status, content_hash, lease_until, attempts, job_id, worker_id FROM kw_tasks "
+            "WHERE task_id = %s" + self.lock_suffix,
             (task_id,),
         ).fetchone()
-        status, stored_hash, lease_until, attempts, job_id = row
+        status, stored_hash, lease_until, attempts, job_id, holder = row
         now = time.time()
         if content_hash and stored_hash and stored_hash != content_hash:
             return Claim(ClaimOutcome.CONFLICT, attempts)
         if status == TaskStatus.DONE:
             return Claim(ClaimOutcome.DONE, attempts)
-        if status == TaskStatus.PROCESSING and lease_until and lease_until > now:
+        if status == TaskStatus.PROCESSING and lease_until and lease_until > now and holder != worker_id:
             return Claim(ClaimOutcome.HELD, attempts, lease_until)
         until = now + lease
         self._run(

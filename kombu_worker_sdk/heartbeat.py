@@ -1,0 +1,75 @@
+"""The visibility heartbeat: keep in-flight messages invisible and their leases alive.
+
+ML steps run for minutes; SQS redelivers a message whose visibility timeout
+lapses, and the copy would run twice. While a message is held, this thread
+extends its visibility (ChangeMessageVisibility) well before it lapses, up to
+SQS's 12-hour cap, and pushes the task's lease in the state store, so a crashed
+worker's task can be reclaimed but a live one never is. It stops touching a
+message as soon as the message is settled.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from .errors import WorkerSDKError
+
+if TYPE_CHECKING:
+    from .consumer import Worker
+    from .delivery import Delivery
+
+SQS_MAX_HOLD_SECONDS = 43_200
+
+
+class Heartbeat:
+    """A daemon thread that extends every in-flight delivery every ``interval`` seconds."""
+
+    def __init__(self, worker: Worker, *, visibility_timeout: int, lease_seconds: int):
+        self.worker = worker
+        self.visibility_timeout = max(visibility_timeout, 1)
+        self.lease_seconds = lease_seconds
+        # Extend at a third of the timeout: two ticks can fail before a message lapses.
+        self.interval = max(self.visibility_timeout / 3, 0.2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="kombu-worker-heartbeat", daemon=True)
+        self.extensions = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.beat()
+
+    def beat(self) -> None:
+        """Extend each unsettled delivery once; failures are logged, never raised."""
+        with self.worker.lock:
+            deliveries = list(self.worker.inflight)
+        for delivery in deliveries:
+            if not delivery.settled:
+                self._extend(delivery)
+
+    def _extend(self, delivery: Delivery) -> None:
+        held = time.monotonic() - delivery.received_at
+        seconds = int(min(self.visibility_timeout, SQS_MAX_HOLD_SECONDS - held))
+        log = self.worker.runtime.logger
+        if seconds <= 0:
+            return  # SQS will not hold a message past 12 hours; let it go
+        try:
+            delivery.extend(seconds)
+            self.extensions += 1
+            self.worker.on_visibility_extended()
+            run = delivery.run
+            if run is not None and run.claim is not None and run.task_id:
+                self.worker.runtime.state.extend_lease(
+                    run.task_id, worker_id=self.worker.runtime.worker_id, lease_seconds=self.lease_seconds
+                )
+        except WorkerSDKError as exc:
+            log.warning("could not extend visibility or lease: %s", exc)
