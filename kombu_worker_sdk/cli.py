@@ -175,5 +175,39 @@ def db_upgrade(config_name: str | None, config_dir: str | None) -> None:
     click.echo(f"applied migrations {applied}" if applied else "schema is up to date")
 
 
+@main.command()
+@config_options
+@one_line_errors
+def check(config_name: str | None, config_dir: str | None) -> None:
+    """Check connectivity and permissions for the queues, the storage and the database."""
+    from .checks import run_checks
+
+    results = run_checks(build_config(config_name, config_dir))
+    for result in results:
+        click.echo(result.line())
+    sys.exit(0 if all(r.ok for r in results) else 1)
+
+
+@main.group("dlq")
+def dlq_group() -> None:
+    """Work with the dead-letter queue."""
+
+
+@dlq_group.command("redrive")
+@click.option("--limit", type=int, help="Move at most this many messages.")
+@config_options
+@one_line_errors
+def dlq_redrive(limit: int | None, config_name: str | None, config_dir: str | None) -> None:
+    """Move dead letters back to the input queue for reprocessing."""
+    from .dlq import redrive
+
+    config = build_config(config_name, config_dir)
+    moved = redrive(config, limit=limit)
+    click.echo(
+        f"moved {moved} message(s) from {mask_url(config.effective_dead_letter_queue)} "
+        f"to {mask_url(config.queue)}"
+    )
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

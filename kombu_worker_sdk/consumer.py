@@ -298,6 +298,9 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
         self.heartbeat.stop()
+        close = getattr(self.deliveries, "close", None)
+        if close is not None:
+            close()  # e.g. flush batched acks
         with self.lock:
             unfinished = [d for d in self.inflight if not d.settled]
         worker_shutdown.send(self.runtime.hooks, worker=self, unfinished=len(unfinished))

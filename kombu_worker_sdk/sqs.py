@@ -26,6 +26,7 @@ from .config import WorkerConfig
 from .delivery import Delivery
 from .errors import BackendUnavailableError, ConfigError, PublishError
 from .publish import Publisher
+from .sqs_acks import AckBatcher
 
 SQS_BATCH_ENTRIES = 10
 SQS_BATCH_BYTES = 1_048_576
@@ -184,13 +185,14 @@ class SqsDelivery(Delivery):
     counting and a queue's redrive policy still fires.
     """
 
-    def __init__(self, message: Message, publisher: SqsPublisher):
+    def __init__(self, message: Message, publisher: SqsPublisher, acks: AckBatcher):
         info = message.delivery_info
         self.sqs_message: dict[str, Any] = info["sqs_message"]
         self.queue_url: str = info["sqs_queue"]
         attempt = int(self.sqs_message.get("Attributes", {}).get("ApproximateReceiveCount", 1))
         super().__init__(message, attempt)
         self.publisher = publisher
+        self.acks = acks
 
     @property
     def body(self) -> bytes | str:
@@ -215,7 +217,12 @@ class SqsDelivery(Delivery):
         self._change_visibility(min(seconds, SQS_MAX_VISIBILITY))
 
     def _ack(self) -> None:
-        self.message.ack()
+        self.acks.add(self.queue_url, self.receipt_handle)
+        self._forget()
+
+    def _forget(self) -> None:
+        """Free the prefetch slot in Kombu without Kombu's own per-message delete."""
+        self.message.channel.qos.ack(self.message.delivery_tag)
 
     def _dead_letter(self, queue: str, reason: str, task_id: str | None) -> None:
         attributes = {"error": reason, "task_id": task_id or "-", "attempts": self.attempt}
@@ -230,7 +237,7 @@ class SqsDelivery(Delivery):
         try:
             self._change_visibility(seconds)
         finally:
-            self.message.channel.qos.ack(self.message.delivery_tag)
+            self._forget()
 
     def _change_visibility(self, seconds: int) -> None:
         try:
@@ -246,9 +253,13 @@ class SqsDeliveries:
 
     def __init__(self, publisher: SqsPublisher):
         self.publisher = publisher
+        self.acks = AckBatcher(publisher.client)
 
     def __call__(self, message: Message) -> SqsDelivery:
-        return SqsDelivery(message, self.publisher)
+        return SqsDelivery(message, self.publisher, self.acks)
+
+    def close(self) -> None:
+        self.acks.close()
 
     def prepare_channel(self, channel: Any) -> None:
         # Kombu restores unacked messages at shutdown by publishing copies; on SQS that
@@ -261,4 +272,23 @@ def sqs_delivery_factory(runtime: Any) -> SqsDeliveries:
     publisher = runtime.publisher
     if not isinstance(publisher, SqsPublisher):
         publisher = SqsPublisher(runtime.config)
+    align_attempts_with_redrive(runtime, publisher.client)
     return SqsDeliveries(publisher)
+
+
+def align_attempts_with_redrive(runtime: Any, client: Any) -> None:
+    """A redrive policy that moves messages before max_attempts would skip our FAILED mark."""
+    config = runtime.config
+    try:
+        attrs = client.get_queue_attributes(QueueUrl=config.queue, AttributeNames=["RedrivePolicy"])
+        policy = json.loads(attrs.get("Attributes", {}).get("RedrivePolicy", "{}"))
+    except (BotoCoreError, ClientError, ValueError):
+        return  # no permission or no policy: our own max_attempts applies
+    limit = int(policy.get("maxReceiveCount", 0) or 0)
+    if 0 < limit < config.max_attempts:
+        runtime.logger.warning(
+            "queue redrive policy moves messages after %d receives; max_attempts lowered from %d",
+            limit,
+            config.max_attempts,
+        )
+        config.max_attempts = limit

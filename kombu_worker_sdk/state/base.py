@@ -87,6 +87,10 @@ class StateStore(ABC):
         """Create or migrate the schema; returns the versions applied. Safe to race."""
 
     @abstractmethod
+    def schema_version(self) -> int:
+        """The newest applied migration, 0 for an empty database."""
+
+    @abstractmethod
     def register(self, msg: TaskMessage, *, queue: str | None = None) -> bool:
         """Record a root task as PENDING; False if it already existed."""
 

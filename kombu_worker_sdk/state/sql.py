@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
+from ..errors import StateError
 from ..message import NextMessage, TaskMessage
 from .base import (
     Claim,
@@ -82,6 +83,15 @@ class SqlStateStore(StateStore):
             self._run(cur, "INSERT INTO kw_schema_migrations VALUES (%s, %s)", (version, time.time()))
             done.append(version)
         return done
+
+    def schema_version(self) -> int:
+        """The newest applied migration, 0 for an empty database."""
+        try:
+            with self._tx() as cur:
+                row = self._run(cur, "SELECT MAX(version) FROM kw_schema_migrations").fetchone()
+        except StateError:
+            return 0
+        return int(row[0] or 0)
 
     # -- writes ---------------------------------------------------------
     def register(self, msg: TaskMessage, *, queue: str | None = None) -> bool:
