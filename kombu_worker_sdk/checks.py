@@ -25,7 +25,7 @@ class CheckResult:
     detail: str
 
     def line(self) -> str:
-        return f"{'ok  ' if self.ok else 'FAIL'} {self.name}: {mask_url(self.detail)}"
+        return mask_url(f"{'ok  ' if self.ok else 'FAIL'} {self.name}: {self.detail}")
 
 
 def run_checks(config: WorkerConfig) -> list[CheckResult]:

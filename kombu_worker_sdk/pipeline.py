@@ -208,7 +208,7 @@ class Pipeline:
     def _classify(self, run: TaskRun, exc: BaseException) -> Outcome:
         config = run.runtime.config
         if isinstance(exc, SkipMessage):
-            return Outcome(Disposition.ACK, reason=str(exc) or "skipped")
+            return Outcome(Disposition.ACK, reason=str(exc) or "skipped", error=exc)
         if isinstance(exc, RetryMessage):
             return Outcome(Disposition.RETRY, exc.delay or backoff(run.attempt, config), str(exc), exc)
         if isinstance(exc, BackendUnavailableError):
@@ -223,6 +223,8 @@ class Pipeline:
         error = run.outcome.error
         if run.outcome.disposition is not Disposition.ACK and error is not None:
             record_failure(run, error)
+        elif isinstance(error, SkipMessage):
+            run.log.info("skipped: %s", run.outcome.reason)
         for stage in reversed(run.ran):
             try:
                 if run.outcome.disposition is Disposition.ACK:

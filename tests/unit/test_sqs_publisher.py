@@ -1,0 +1,84 @@
+"""SendMessageBatch logic with a stand-in client: batching, partial failures, size limits."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from kombu_worker_sdk.config import WorkerConfig
+from kombu_worker_sdk.errors import MessageTooLargeError, PublishError
+from kombu_worker_sdk.sqs import SqsPublisher, batches, dedup_id, queue_name
+
+URL = "https://sqs.us-east-1.amazonaws.com/123456789012/next"
+
+
+class FlakyClient:
+    """Fails the given entry ids once (transiently), like SQS's partial batch failures."""
+
+    def __init__(self, fail_once: set[str] = frozenset(), sender_fault: set[str] = frozenset()):  # type: ignore[assignment]
+        self.fail_once = set(fail_once)
+        self.sender_fault = sender_fault
+        self.calls: list[list[str]] = []
+
+    def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+        ids = [e["Id"] for e in Entries]
+        self.calls.append(ids)
+        failed = [
+            {"Id": i, "SenderFault": False, "Code": "InternalError"} for i in ids if i in self.fail_once
+        ]
+        failed += [
+            {"Id": i, "SenderFault": True, "Message": "bad body"} for i in ids if i in self.sender_fault
+        ]
+        self.fail_once -= set(ids)
+        return {
+            "Failed": failed,
+            "Successful": [{"Id": i} for i in ids if i not in {f["Id"] for f in failed}],
+        }
+
+
+def publisher(client: Any, **config: Any) -> SqsPublisher:
+    return SqsPublisher(WorkerConfig(queue=URL, next_queue=URL, region="us-east-1", **config), client)
+
+
+def msgs(n: int, size: int = 10) -> list[dict[str, Any]]:
+    return [{"job_id": "j", "task_id": f"j-{i:03d}", "input_uri": "s3://b/i", "output_prefix": f"s3://b/{i}/",
+             "params": {"pad": "x" * size}} for i in range(n)]  # fmt: skip
+
+
+def test_batches_of_ten_and_only_failed_entries_are_retried() -> None:
+    client = FlakyClient(fail_once={"3", "12"})
+    assert publisher(client).publish(URL, msgs(23)) == 23
+    assert [len(c) for c in client.calls] == [10, 1, 10, 1, 3]
+    assert client.calls[1] == ["3"] and client.calls[3] == ["12"]
+
+
+def test_sender_faults_are_not_retried() -> None:
+    client = FlakyClient(sender_fault={"1"})
+    with pytest.raises(PublishError, match="refused 1 message"):
+        publisher(client).publish(URL, msgs(2))
+    assert len(client.calls) == 1
+
+
+def test_too_large_is_refused_before_any_request() -> None:
+    client = FlakyClient()
+    with pytest.raises(MessageTooLargeError, match="exceeds the queue limit"):
+        publisher(client, max_message_bytes=2048).publish(URL, msgs(1, size=5000))
+    assert client.calls == []
+
+
+def test_batches_respect_the_one_mebibyte_limit() -> None:
+    entries = [{"Id": str(i), "MessageBody": "x" * 200_000} for i in range(12)]
+    sizes = [len(b) for b in batches(entries)]
+    assert sizes == [5, 5, 2]
+
+
+def test_fifo_ids_and_queue_names() -> None:
+    client = FlakyClient()
+    fifo = URL + ".fifo"
+    pub = SqsPublisher(WorkerConfig(queue=fifo, region="us-east-1"), client)
+    entry = pub._entry(0, json.dumps(msgs(1)[0]), fifo)
+    assert entry["MessageGroupId"] == "j" and entry["MessageDeduplicationId"] == "j-000"
+    assert len(dedup_id("é" * 200)) == 64
+    assert queue_name(URL) == "next" and queue_name("plain") == "plain"
