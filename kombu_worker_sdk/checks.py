@@ -42,8 +42,11 @@ def _run(name: str, check: Callable[[], str]) -> CheckResult:
 
 
 def _checks(config: WorkerConfig) -> Iterator[tuple[str, Callable[[], str]]]:
-    queues = {"input queue": config.queue, "next queue": config.next_queue,
-              "dead-letter queue": config.effective_dead_letter_queue}  # fmt: skip
+    queues = {
+        "input queue": config.queue,
+        "next queue": config.next_queue,
+        "dead-letter queue": config.effective_dead_letter_queue,
+    }
     for label, queue in queues.items():
         if queue:
             yield f"{label} {queue}", functools.partial(_check_queue, config, queue)

@@ -25,10 +25,18 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def config_options(fn: F) -> F:
     """--config and --config-dir, shared by every command that reads the config."""
-    fn = click.option("--config", "config_name", envvar="WORKER_CONFIG",
-                      help="Config name (config/NAME.yaml) or path; same as WORKER_CONFIG.")(fn)  # fmt: skip
-    fn = click.option("--config-dir", envvar="WORKER_CONFIG_DIR", type=click.Path(),
-                      help="Folder holding default.yaml, NAME.yaml and queues.yaml.")(fn)  # fmt: skip
+    fn = click.option(
+        "--config",
+        "config_name",
+        envvar="WORKER_CONFIG",
+        help="Config name (config/NAME.yaml) or path; same as WORKER_CONFIG.",
+    )(fn)
+    fn = click.option(
+        "--config-dir",
+        envvar="WORKER_CONFIG_DIR",
+        type=click.Path(),
+        help="Folder holding default.yaml, NAME.yaml and queues.yaml.",
+    )(fn)
     return fn
 
 
@@ -64,8 +72,15 @@ def build_config(config_name: str | None, config_dir: str | None, **overrides: A
 @click.version_option(package_name="kombu-worker-sdk")
 @click.pass_context
 @one_line_errors
-def main(ctx: click.Context, /, hooks: str | None, config_name: str | None, config_dir: str | None,
-         max_messages: int | None, **overrides: Any) -> None:  # fmt: skip
+def main(
+    ctx: click.Context,
+    /,
+    hooks: str | None,
+    config_name: str | None,
+    config_dir: str | None,
+    max_messages: int | None,
+    **overrides: Any,
+) -> None:
     """Run a pipeline step: long-poll a queue and run your hooks on each message."""
     if ctx.invoked_subcommand is not None:
         return
@@ -89,9 +104,18 @@ def main(ctx: click.Context, /, hooks: str | None, config_name: str | None, conf
 @click.option("--no-register", is_flag=True, help="Do not record the task as PENDING first.")
 @config_options
 @one_line_errors
-def send(source: str | None, job_id: str | None, task_id: str | None, input_uri: str | None,
-         output_prefix: str | None, params: tuple[str, ...], queue: str | None, no_register: bool,
-         config_name: str | None, config_dir: str | None) -> None:  # fmt: skip
+def send(
+    source: str | None,
+    job_id: str | None,
+    task_id: str | None,
+    input_uri: str | None,
+    output_prefix: str | None,
+    params: tuple[str, ...],
+    queue: str | None,
+    no_register: bool,
+    config_name: str | None,
+    config_dir: str | None,
+) -> None:
     """Send task messages from SOURCE (a JSON file, '-' for stdin) or from flags."""
     from .sending import messages_from_flags, messages_from_text, send_messages
 
@@ -129,8 +153,13 @@ def status(job_id: str, as_json: bool, config_name: str | None, config_dir: str 
 
 @main.command()
 @click.option("--image", type=click.Path(exists=True, dir_okay=False), help="Your own image.")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=".kombu-worker/demo",
-              show_default=True, help="Where the demo's queues, outputs and state go.")  # fmt: skip
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=".kombu-worker/demo",
+    show_default=True,
+    help="Where the demo's queues, outputs and state go.",
+)
 @click.option("--jobs", type=int, default=1, show_default=True, help="How many jobs to run.")
 @one_line_errors
 def demo(image: str | None, data_dir: str, jobs: int) -> None:

@@ -64,8 +64,9 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
         self._held: dict[Delivery, threading.Timer] = {}
         pooled = config.concurrency > 1 or config.batch_size > 1
         self._executor = ThreadPoolExecutor(config.concurrency, "kombu-worker") if pooled else None
-        self.heartbeat = Heartbeat(self, visibility_timeout=config.visibility_timeout,
-                                   lease_seconds=config.lease_seconds)  # fmt: skip
+        self.heartbeat = Heartbeat(
+            self, visibility_timeout=config.visibility_timeout, lease_seconds=config.lease_seconds
+        )
 
     # -- Kombu's side ---------------------------------------------------
     def get_consumers(self, consumer_cls: type[Consumer], channel: Any) -> list[Consumer]:
@@ -106,8 +107,9 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
             except Exception as exc:  # e.g. a queue that vanished while the endpoint restarted
                 failures += 1
                 delay = min(MAX_OUTAGE_BACKOFF, 0.5 * 2**failures)
-                self.runtime.logger.warning("consume loop failed (%s); retrying in %.1fs",
-                                            describe(exc), delay)  # fmt: skip
+                self.runtime.logger.warning(
+                    "consume loop failed (%s); retrying in %.1fs", describe(exc), delay
+                )
                 self._sleep_unless_stopped(delay)
 
     def _sleep_unless_stopped(self, seconds: float) -> None:
@@ -217,8 +219,11 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
                 self._hold(delivery, outcome.delay, next_attempt=True)
                 return
         except Exception as exc:
-            run.log.error("could not %s the message (%s); it will be redelivered",
-                          outcome.disposition.value, describe(exc))  # fmt: skip
+            run.log.error(
+                "could not %s the message (%s); it will be redelivered",
+                outcome.disposition.value,
+                describe(exc),
+            )
         self._finish(delivery)
 
     def _note_outage(self, error: BaseException) -> None:
@@ -228,8 +233,9 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
             if first:
                 self.outage_since = time.monotonic()
         if first:
-            self.runtime.logger.warning("backend unavailable, holding messages and backing off: %s",
-                                        describe(error))  # fmt: skip
+            self.runtime.logger.warning(
+                "backend unavailable, holding messages and backing off: %s", describe(error)
+            )
 
     def _note_recovery(self) -> None:
         with self.lock:
@@ -265,8 +271,9 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
         try:
             delivery.release()
         except Exception as exc:
-            self.runtime.logger.warning("could not release a message (%s); it reappears after its "
-                                        "visibility timeout", describe(exc))  # fmt: skip
+            self.runtime.logger.warning(
+                "could not release a message (%s); it reappears after its visibility timeout", describe(exc)
+            )
         self._finish(delivery, counted=False)
 
     def _finish(self, delivery: Delivery, *, counted: bool = True) -> None:

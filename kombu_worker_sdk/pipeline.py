@@ -42,8 +42,7 @@ CORE_ORDER = ("validate", "idempotency", "claim", "hooks", "store", "fanout")
 #: Custom stages go before hooks, between hooks and store, or after fanout; these
 #: slots would split the idempotency check from the claim, or the result write
 #: from the DB commit that must follow it.
-_FORBIDDEN_SLOTS = {("after", "idempotency"), ("before", "claim"),
-                    ("after", "store"), ("before", "fanout")}  # fmt: skip
+_FORBIDDEN_SLOTS = {("after", "idempotency"), ("before", "claim"), ("after", "store"), ("before", "fanout")}
 
 
 class Disposition(enum.StrEnum):

@@ -29,11 +29,16 @@ def serve(config: WorkerConfig, hooks: Any, *, max_messages: int | None = None) 
     runtime = build_runtime(config, hooks)
     runtime.state.upgrade()
     runtime.start()
-    worker = Worker(runtime, broker_connection(config), delivery_factory=delivery_factory(runtime),
-                    max_messages=max_messages)  # fmt: skip
+    worker = Worker(
+        runtime,
+        broker_connection(config),
+        delivery_factory=delivery_factory(runtime),
+        max_messages=max_messages,
+    )
     install_signal_handlers(worker)
-    runtime.logger.info("worker %s started: hooks=%s queue=%s", runtime.worker_id,
-                        runtime.hooks_path, config.queue)  # fmt: skip
+    runtime.logger.info(
+        "worker %s started: hooks=%s queue=%s", runtime.worker_id, runtime.hooks_path, config.queue
+    )
     try:
         worker.run()
     finally:

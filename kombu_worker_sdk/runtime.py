@@ -124,8 +124,9 @@ def build_runtime(
     context = Context.for_worker(
         config=config, storage=storage, sqs=publisher, db=state, logger=logger, worker_id=worker_id
     )
-    return Runtime(config, hooks_obj, hooks_path, storage, state, publisher, pipeline, worker_id,
-                   logger, context)  # fmt: skip
+    return Runtime(
+        config, hooks_obj, hooks_path, storage, state, publisher, pipeline, worker_id, logger, context
+    )
 
 
 def add_configured_stages(pipeline: Pipeline, specs: list[StageSpec]) -> None:

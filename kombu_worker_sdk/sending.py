@@ -35,8 +35,15 @@ def messages_from_flags(
     output_prefix: str | None,
     params: tuple[str, ...],
 ) -> list[TaskMessage]:
-    missing = [name for name, value in (("--job-id", job_id), ("--input-uri", input_uri),
-               ("--output-prefix", output_prefix)) if not value]  # fmt: skip
+    missing = [
+        name
+        for name, value in (
+            ("--job-id", job_id),
+            ("--input-uri", input_uri),
+            ("--output-prefix", output_prefix),
+        )
+        if not value
+    ]
     if missing:
         raise InvalidMessageError(f"give a SOURCE file or the flags {', '.join(missing)}")
     body: dict[str, Any] = {

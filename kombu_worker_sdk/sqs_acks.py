@@ -85,9 +85,15 @@ class AckBatcher:
             self.requests += 1
             response = self.client.delete_message_batch(QueueUrl=url, Entries=entries)
         except (BotoCoreError, ClientError) as exc:
-            log.warning("DeleteMessageBatch of %d message(s) failed (%s); SQS will redeliver them and "
-                        "they will be skipped as done", len(handles), type(exc).__name__)  # fmt: skip
+            log.warning(
+                "DeleteMessageBatch of %d message(s) failed (%s); SQS will redeliver them and "
+                "they will be skipped as done",
+                len(handles),
+                type(exc).__name__,
+            )
             return
         for failure in response.get("Failed", []):
-            log.warning("could not delete a message (%s); it will be skipped as done when redelivered",
-                        failure.get("Code"))  # fmt: skip
+            log.warning(
+                "could not delete a message (%s); it will be skipped as done when redelivered",
+                failure.get("Code"),
+            )

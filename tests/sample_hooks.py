@@ -41,9 +41,14 @@ class StepHooks(WorkerHooks):
         ctx.logger.info("processing %s", msg.task_id)
         if params.get("blob"):
             return {"result": b"\x89PNG\r\n\x1a\n" + b"0" * 16, "metrics": {"kind": "png"}}
-        return {"result": {"step": params.get("step"), "model_pid": self.model["pid"],
-                           "model_id": id(self.model)},
-                "metrics": {"latency_ms": 1}}  # fmt: skip
+        return {
+            "result": {
+                "step": params.get("step"),
+                "model_pid": self.model["pid"],
+                "model_id": id(self.model),
+            },
+            "metrics": {"latency_ms": 1},
+        }
 
     def publish_next(self, ctx: Any, msg: Any, outputs: Any) -> list[dict[str, Any]]:
         params = msg["params"]

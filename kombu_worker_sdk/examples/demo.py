@@ -52,8 +52,9 @@ def run_demo(data_dir: Path, *, image: Path | None = None, jobs: int = 1) -> int
     storage = LocalStorage(data_dir.resolve() / "storage", allowed_buckets=[BUCKET])
     input_uri = f"s3://{BUCKET}/inputs/{image.name if image else 'astronaut.png'}"
     storage.put(input_uri, image.read_bytes() if image else faces.sample_image(), "image/png")
-    steps = [_start_step(base, storage, queue, f"{faces.__name__}.hooks:{cls}", nxt)
-             for queue, cls, nxt in STEPS]  # fmt: skip
+    steps = [
+        _start_step(base, storage, queue, f"{faces.__name__}.hooks:{cls}", nxt) for queue, cls, nxt in STEPS
+    ]
     try:
         job_ids = _submit(base, input_uri, jobs)
         click.echo(f"submitted {jobs} job(s) to the 'detection' queue; data in {data_dir}")

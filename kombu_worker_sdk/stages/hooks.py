@@ -47,8 +47,13 @@ class HooksStage(Stage):
                 runs[i].outputs = check_outputs(result)
             except Exception as exc:
                 errors[i] = exc
-            task_postrun.send(hooks, task_id=runs[i].task_id, message=runs[i].message,
-                              ctx=runs[i].ctx, outputs=runs[i].outputs)  # fmt: skip
+            task_postrun.send(
+                hooks,
+                task_id=runs[i].task_id,
+                message=runs[i].message,
+                ctx=runs[i].ctx,
+                outputs=runs[i].outputs,
+            )
         return errors
 
 

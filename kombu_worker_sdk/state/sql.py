@@ -217,8 +217,16 @@ class SqlStateStore(StateStore):
             ).fetchone()
             if row is None:
                 job = job_id or task_id
-                self._insert_row(cur, task_id, job, None, TaskStatus.FAILED, None,
-                                 digest=content_hash, error=error[:MAX_ERROR_CHARS])  # fmt: skip
+                self._insert_row(
+                    cur,
+                    task_id,
+                    job,
+                    None,
+                    TaskStatus.FAILED,
+                    None,
+                    digest=content_hash,
+                    error=error[:MAX_ERROR_CHARS],
+                )
                 self._bump_job(cur, job, failed=1)
                 return
             if row[1] in (TaskStatus.DONE, TaskStatus.FAILED):
@@ -247,8 +255,16 @@ class SqlStateStore(StateStore):
         self, cur: Cursor, msg: TaskMessage, parent: str | None, status: TaskStatus, queue: str | None
     ) -> bool:
         """Insert a task row for a full message (body kept, to republish it later)."""
-        return self._insert_row(cur, msg.task_id, msg.job_id, parent, status, queue,
-                                body=json.dumps(msg.to_body()), digest=msg.content_hash())  # fmt: skip
+        return self._insert_row(
+            cur,
+            msg.task_id,
+            msg.job_id,
+            parent,
+            status,
+            queue,
+            body=json.dumps(msg.to_body()),
+            digest=msg.content_hash(),
+        )
 
     def _insert_row(
         self,

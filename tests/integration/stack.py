@@ -56,16 +56,28 @@ class Stack:
             env["NEXT_QUEUE_URL"] = self.queues[next_queue]
         return env
 
-    def cli(self, *args: str, env: dict[str, str] | None = None, stdin: str | None = None
-            ) -> subprocess.CompletedProcess[str]:  # fmt: skip
-        return subprocess.run([*RUNNER, *args], env=env or self.env(), input=stdin,
-                              capture_output=True, text=True, timeout=120)  # fmt: skip
+    def cli(
+        self, *args: str, env: dict[str, str] | None = None, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*RUNNER, *args], env=env or self.env(), input=stdin, capture_output=True, text=True, timeout=120
+        )
 
-    def start_worker(self, hooks: str = "tests.sample_hooks:StepHooks", *args: str,
-                     env: dict[str, str] | None = None, log_name: str = "worker") -> subprocess.Popen[str]:  # fmt: skip
+    def start_worker(
+        self,
+        hooks: str = "tests.sample_hooks:StepHooks",
+        *args: str,
+        env: dict[str, str] | None = None,
+        log_name: str = "worker",
+    ) -> subprocess.Popen[str]:
         log = (self.tmp / f"{log_name}-{len(self.procs)}.log").open("w")
-        proc = subprocess.Popen([*RUNNER, "--hooks", hooks, *args], env=env or self.env(),
-                                stdout=log, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        proc = subprocess.Popen(
+            [*RUNNER, "--hooks", hooks, *args],
+            env=env or self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.procs.append(proc)
         return proc
 
@@ -92,14 +104,20 @@ class Stack:
         """Drain a queue (deleting), returning the raw SQS messages."""
         found: list[dict[str, Any]] = []
         while True:
-            got = self.sqs.receive_message(QueueUrl=self.queues[queue], MaxNumberOfMessages=10,
-                                           WaitTimeSeconds=wait, AttributeNames=["All"],
-                                           MessageAttributeNames=["All"]).get("Messages", [])  # fmt: skip
+            got = self.sqs.receive_message(
+                QueueUrl=self.queues[queue],
+                MaxNumberOfMessages=10,
+                WaitTimeSeconds=wait,
+                AttributeNames=["All"],
+                MessageAttributeNames=["All"],
+            ).get("Messages", [])
             if not got:
                 return found
             found.extend(got)
-            self.sqs.delete_message_batch(QueueUrl=self.queues[queue], Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)])  # fmt: skip
+            self.sqs.delete_message_batch(
+                QueueUrl=self.queues[queue],
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)],
+            )
 
     def depth(self, queue: str) -> int:
         attrs = self.sqs.get_queue_attributes(

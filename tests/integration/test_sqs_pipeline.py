@@ -34,8 +34,12 @@ def test_raw_json_message_ends_in_s3_postgres_and_next_queue(stack: Stack) -> No
     obj = stack.s3.get_object(Bucket=stack.bucket, Key="jobs/r1/split/result.json")
     assert obj["ContentType"] == "application/json" and json.loads(obj["Body"].read())["step"] == "split"
     rows = stack.query("SELECT task_id, status, parent_task_id FROM kw_tasks ORDER BY task_id")
-    assert rows == [("r1-part-000", "PENDING", "r1-split"), ("r1-part-001", "PENDING", "r1-split"),
-                    ("r1-part-002", "PENDING", "r1-split"), ("r1-split", "DONE", None)]  # fmt: skip
+    assert rows == [
+        ("r1-part-000", "PENDING", "r1-split"),
+        ("r1-part-001", "PENDING", "r1-split"),
+        ("r1-part-002", "PENDING", "r1-split"),
+        ("r1-split", "DONE", None),
+    ]
     children = stack.receive_all("next")
     bodies = [json.loads(m["Body"]) for m in children]
     assert sorted(b["task_id"] for b in bodies) == ["r1-part-000", "r1-part-001", "r1-part-002"]
@@ -95,14 +99,19 @@ def test_send_status_check_and_dlq_redrive_against_the_real_backends(stack: Stac
 def test_fifo_queues_get_group_and_dedup_ids(tmp_path: Any) -> None:
     stack = new_stack(tmp_path, "in", "next", fifo=True)
     try:
-        stack.sqs.send_message(QueueUrl=stack.queues["in"], MessageBody=json.dumps(split(stack, "f1", parts=3)),
-                               MessageGroupId="f1", MessageDeduplicationId="f1-split")  # fmt: skip
+        stack.sqs.send_message(
+            QueueUrl=stack.queues["in"],
+            MessageBody=json.dumps(split(stack, "f1", parts=3)),
+            MessageGroupId="f1",
+            MessageDeduplicationId="f1-split",
+        )
         stack.start_worker()
         wait_for(lambda: stack.task_status("f1-split") == "DONE", timeout=60, interval=0.2)
         assert stack.stop_workers() == [0]
         children = stack.receive_all("next")
-        attrs = sorted((m["Attributes"]["MessageGroupId"], m["Attributes"]["MessageDeduplicationId"])
-                       for m in children)  # fmt: skip
+        attrs = sorted(
+            (m["Attributes"]["MessageGroupId"], m["Attributes"]["MessageDeduplicationId"]) for m in children
+        )
         assert attrs == [("f1", f"f1-part-{i:03d}") for i in range(3)]
     finally:
         stack.kill_workers()

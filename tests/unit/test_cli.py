@@ -48,13 +48,19 @@ def test_every_command_has_help(env: dict[str, str], command: list[str]) -> None
         (["--hooks", "no.such:Hooks"], {}, "error: cannot import hooks module 'no.such'"),
         (["--hooks", "tests.sample_hooks:MissingPublishNext"], {}, "missing required hook(s): publish_next"),
         (["--hooks", "tests.sample_hooks:StepHooks"], {"WORKER_CONFIG": "nope"}, "no config file"),
-        (["--hooks", "tests.sample_hooks:StepHooks"], {"KOMBU_WORKER_CONCURENCY": "2"},
-         "unknown config key 'concurency'"),
-        (["--hooks", "tests.sample_hooks:StepHooks"], {"DB_DSN": "sqlite:////proc/no/such/state.db"},
-         "error: SQLite state folder"),
+        (
+            ["--hooks", "tests.sample_hooks:StepHooks"],
+            {"KOMBU_WORKER_CONCURENCY": "2"},
+            "unknown config key 'concurency'",
+        ),
+        (
+            ["--hooks", "tests.sample_hooks:StepHooks"],
+            {"DB_DSN": "sqlite:////proc/no/such/state.db"},
+            "error: SQLite state folder",
+        ),
         (["config", "show"], {"DB_DSN": "mysql://u:hunter2@h/db"}, None),
     ],
-)  # fmt: skip
+)
 def test_errors_are_one_line_without_traceback(
     env: dict[str, str], args: list[str], extra_env: dict[str, str], message: str | None
 ) -> None:
@@ -72,8 +78,23 @@ def test_send_from_flags_file_and_stdin_then_status(env: dict[str, str], tmp_pat
     body = {"job_id": "c1", "task_id": "c1-b", "input_uri": "s3://b/i", "output_prefix": "s3://b/c1/b/"}
     path = tmp_path / "msg.json"
     path.write_text(json.dumps(body))
-    assert kw(env, "send", "--job-id", "c1", "--input-uri", "s3://b/i", "--output-prefix", "s3://b/c1/a/",
-              "--param", "step=split", "--param", "parts=2").returncode == 0  # fmt: skip
+    assert (
+        kw(
+            env,
+            "send",
+            "--job-id",
+            "c1",
+            "--input-uri",
+            "s3://b/i",
+            "--output-prefix",
+            "s3://b/c1/a/",
+            "--param",
+            "step=split",
+            "--param",
+            "parts=2",
+        ).returncode
+        == 0
+    )
     assert kw(env, "send", str(path)).stdout.strip() == "sent 1 message(s) to tasks"
     lines = "\n".join(json.dumps({**body, "task_id": f"c1-s{i}"}) for i in range(2))
     assert kw(env, "send", "-", stdin=lines).stdout.strip() == "sent 2 message(s) to tasks"
@@ -99,15 +120,24 @@ def test_two_worker_processes_share_a_queue_and_run_each_task_once(
     markers = tmp_path / "markers"
     markers.mkdir()
     parts = 24
-    message = {"job_id": "tw", "task_id": "tw-split", "input_uri": "s3://b/in",
-               "output_prefix": "s3://b/tw/split/",
-               "params": {"step": "split", "parts": parts, "marker_dir": str(markers)}}  # fmt: skip
+    message = {
+        "job_id": "tw",
+        "task_id": "tw-split",
+        "input_uri": "s3://b/in",
+        "output_prefix": "s3://b/tw/split/",
+        "params": {"step": "split", "parts": parts, "marker_dir": str(markers)},
+    }
     assert kw(env, "send", "-", stdin=json.dumps(message)).returncode == 0
     workers = [
-        subprocess.Popen([*KW, "--hooks", "tests.sample_hooks:StepHooks", "--next-queue", "tasks"],
-                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [*KW, "--hooks", "tests.sample_hooks:StepHooks", "--next-queue", "tasks"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(2)
-    ]  # fmt: skip
+    ]
     try:
         wait_for(lambda: "DONE" in kw(env, "status", "tw").stdout.splitlines()[0], timeout=60, interval=0.2)
     finally:

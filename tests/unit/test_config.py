@@ -25,8 +25,13 @@ def test_layers_merge_in_order(tmp_path: Path) -> None:
     (tmp_path / "default.yaml").write_text("concurrency: 2\nqueue: from-default\nmax_attempts: 4\n")
     (tmp_path / "gpu.yaml").write_text("concurrency: 3\n")
     (tmp_path / "queues.yaml").write_text("input_queue: from-queues-file\nnext_queue: nxt\n")
-    env = {"WORKER_CONFIG": "gpu", "QUEUE_URL": "from-env", "KOMBU_WORKER_MAX_ATTEMPTS": "7",
-           "DB_DSN": "postgresql://u:pw@h/db", "KOMBU_WORKER_ALLOWED_BUCKETS": "[a, b]"}  # fmt: skip
+    env = {
+        "WORKER_CONFIG": "gpu",
+        "QUEUE_URL": "from-env",
+        "KOMBU_WORKER_MAX_ATTEMPTS": "7",
+        "DB_DSN": "postgresql://u:pw@h/db",
+        "KOMBU_WORKER_ALLOWED_BUCKETS": "[a, b]",
+    }
     config = load_config(config_dir=tmp_path, env=env, overrides={"concurrency": 5, "queue": None})
     assert config.concurrency == 5
     assert config.queue == "from-env"
@@ -49,8 +54,9 @@ def test_layers_merge_in_order(tmp_path: Path) -> None:
         ({}, {"KOMBU_WORKER_BOGUS": "1"}, r"\$KOMBU_WORKER_BOGUS: unknown config key 'bogus'"),
     ],
 )
-def test_errors_name_the_file_and_key(tmp_path: Path, files: dict[str, str], env: dict[str, str],
-                                      message: str) -> None:  # fmt: skip
+def test_errors_name_the_file_and_key(
+    tmp_path: Path, files: dict[str, str], env: dict[str, str], message: str
+) -> None:
     for name, text in files.items():
         (tmp_path / name).write_text(text)
     with pytest.raises(ConfigError, match=message):

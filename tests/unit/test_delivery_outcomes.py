@@ -53,8 +53,11 @@ def test_permanent_error_skips_retries(make_worker: Any) -> None:
 def test_bad_messages_are_dead_lettered_and_the_worker_keeps_going(make_worker: Any) -> None:
     running = make_worker()
     running.send_raw("not json at all", content_type="application/json", content_encoding="utf-8")
-    running.send_raw(pickle.dumps({"job_id": "x"}), content_type="application/x-python-serialize",
-                     content_encoding="binary")  # fmt: skip
+    running.send_raw(
+        pickle.dumps({"job_id": "x"}),
+        content_type="application/x-python-serialize",
+        content_encoding="binary",
+    )
     bad = {**leaf("v1"), "params": "not-a-dict"}
     running.send_raw(json.dumps(bad), content_type="application/json", content_encoding="utf-8")
     running.send(leaf("ok1"))

@@ -50,9 +50,13 @@ def test_json_result_and_metrics_with_sdk_figures() -> None:
 
 @pytest.mark.parametrize(
     ("hexdata", "ext", "filename"),
-    [("89504e470d0a1a0a00", None, "result.png"), ("ffd8ffe000", None, "result.jpg"),
-     ("00010203", None, "result.bin"), ("00010203", "npz", "result.npz")],
-)  # fmt: skip
+    [
+        ("89504e470d0a1a0a00", None, "result.png"),
+        ("ffd8ffe000", None, "result.jpg"),
+        ("00010203", None, "result.bin"),
+        ("00010203", "npz", "result.npz"),
+    ],
+)
 def test_bytes_result_extension_given_or_sniffed(hexdata: str, ext: str | None, filename: str) -> None:
     result = run_message(BytesHooks(), leaf(hex=hexdata, ext=ext))
     assert result.status == "DONE"
@@ -76,8 +80,9 @@ def msg(task_id: str, job: str = "j") -> TaskMessage:
 
 
 def child(task_id: str, **extra: Any) -> NextMessage:
-    return NextMessage(job_id="j", task_id=task_id, input_uri="s3://b/i", output_prefix=f"s3://b/{task_id}/",
-                       **extra)  # fmt: skip
+    return NextMessage(
+        job_id="j", task_id=task_id, input_uri="s3://b/i", output_prefix=f"s3://b/{task_id}/", **extra
+    )
 
 
 @pytest.fixture

@@ -56,14 +56,26 @@ def test_add_before_and_after_by_name_and_class() -> None:
     pipeline.add(AuditStage("c"), before=StoreStage)
     pipeline.add(AuditStage("d"), after="fanout")
     names = pipeline.names()
-    assert names == ["validate", "idempotency", "claim", "audit", "hooks", "audit", "audit", "store",
-                     "fanout", "audit"]  # fmt: skip
+    assert names == [
+        "validate",
+        "idempotency",
+        "claim",
+        "audit",
+        "hooks",
+        "audit",
+        "audit",
+        "store",
+        "fanout",
+        "audit",
+    ]
     labels = [getattr(s, "label", s.name) for s in pipeline.stages]
     assert labels.index("a") < labels.index("hooks") < labels.index("b") < labels.index("c")
 
 
-@pytest.mark.parametrize(("where", "anchor"), [("after", "idempotency"), ("before", "claim"),
-                                               ("after", "store"), ("before", "fanout")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("where", "anchor"),
+    [("after", "idempotency"), ("before", "claim"), ("after", "store"), ("before", "fanout")],
+)
 def test_slots_that_would_break_guarantees_are_refused(where: str, anchor: str) -> None:
     with pytest.raises(ConfigError, match="cannot go"):
         default_pipeline().add(AuditStage(), **{where: anchor})
@@ -133,8 +145,10 @@ def test_signals_fire_in_order_through_the_consumer(make_worker: Any) -> None:
 
         return receive
 
-    receivers = {sig: recorder(sig.name) for sig in (worker_init, worker_ready, task_prerun, task_postrun,
-                                                      task_failure, worker_shutdown)}  # fmt: skip
+    receivers = {
+        sig: recorder(sig.name)
+        for sig in (worker_init, worker_ready, task_prerun, task_postrun, task_failure, worker_shutdown)
+    }
     for sig, receiver in receivers.items():
         sig.connect(receiver)
     try:

@@ -43,8 +43,16 @@ def publisher(client: Any, **config: Any) -> SqsPublisher:
 
 
 def msgs(n: int, size: int = 10) -> list[dict[str, Any]]:
-    return [{"job_id": "j", "task_id": f"j-{i:03d}", "input_uri": "s3://b/i", "output_prefix": f"s3://b/{i}/",
-             "params": {"pad": "x" * size}} for i in range(n)]  # fmt: skip
+    return [
+        {
+            "job_id": "j",
+            "task_id": f"j-{i:03d}",
+            "input_uri": "s3://b/i",
+            "output_prefix": f"s3://b/{i}/",
+            "params": {"pad": "x" * size},
+        }
+        for i in range(n)
+    ]
 
 
 def test_batches_of_ten_and_only_failed_entries_are_retried() -> None:
