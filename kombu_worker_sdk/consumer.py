@@ -23,6 +23,7 @@ from kombu.mixins import ConsumerMixin
 
 from .delivery import Delivery, EmbeddedDelivery
 from .errors import BackendUnavailableError
+from .faults import fault_point
 from .heartbeat import Heartbeat
 from .pipeline import Disposition, Outcome, TaskRun, describe
 from .runtime import Runtime
@@ -120,6 +121,7 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
 
     # -- receiving and dispatching ---------------------------------------
     def _on_message(self, message: Message) -> None:
+        fault_point("after_receive")
         delivery = self.deliveries(message)
         if self.should_stop:  # received by a long poll that ended after the stop: hand it back
             self._release(delivery)
@@ -211,6 +213,7 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
                 return
             self._note_recovery()
             if outcome.disposition is Disposition.ACK:
+                fault_point("after_publish")
                 delivery.ack()
             elif outcome.disposition is Disposition.DEAD_LETTER:
                 dlq = self.runtime.config.effective_dead_letter_queue

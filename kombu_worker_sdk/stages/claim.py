@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from ..errors import RetryMessage, SkipMessage, TaskConflictError
+from ..faults import fault_point
 from ..pipeline import Stage, TaskRun
 from ..state import ClaimOutcome
 from .fanout import publish_pending
@@ -28,3 +29,4 @@ class ClaimStage(Stage):
             wait = max(1.0, (claim.lease_until or time.time()) - time.time())
             raise RetryMessage("task is held by another worker", delay=min(wait, 900.0))
         run.claim = claim
+        fault_point("after_claim")

@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from ..errors import HookError, PublishError, WorkerSDKError
+from ..faults import fault_point
 from ..message import NextMessage, parse_next
 from ..pipeline import Stage, TaskRun
 from ..state import PendingChild
@@ -34,6 +35,7 @@ class FanoutStage(Stage):
         if orphans:
             raise PublishError(f"publish_next returned {orphans[:3]} but no next_queue is configured")
         pending = runtime.state.complete(msg, run.children, default_queue=default_queue)
+        fault_point("between_commit_and_publish")
         run.published = publish_pending(run, pending)
 
 

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import FlowControl, HookError, PermanentError, WorkerSDKError
+from ..faults import fault_point
 from ..hooks import Outputs, overrides_batch
 from ..pipeline import Stage, TaskRun
 from ..signals import task_postrun, task_prerun
@@ -22,6 +23,7 @@ class HooksStage(Stage):
         task_prerun.send(hooks, task_id=msg.task_id, message=msg, ctx=ctx)
         try:
             run.outputs = check_outputs(_call_hook(hooks.process, ctx, msg))
+            fault_point("during_hooks")
         finally:
             task_postrun.send(hooks, task_id=msg.task_id, message=msg, ctx=ctx, outputs=run.outputs)
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import PermanentError
+from ..faults import fault_point
 from ..pipeline import Stage, TaskRun
 from ..storage.base import METRICS_FILE, RESULT_STEM
 
@@ -46,6 +47,7 @@ class StoreStage(Stage):
         storage.write("", METRICS_FILE, json.dumps(sdk_metrics(run), default=str, indent=1))
         filename, payload = result_file(run.outputs.get("result"), run.outputs.get("result_ext"))
         run.result_uri = storage.write("", filename, payload)
+        fault_point("after_store")
 
 
 def result_file(result: Any, ext: str | None) -> tuple[str, bytes]:
