@@ -205,7 +205,10 @@ class HealthServer:
         if self.consume_thread is None:
             self.consume_thread = threading.current_thread()
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="kombu-worker-health", daemon=True
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name="kombu-worker-health",
+            daemon=True,
         )
         self._thread.start()
 
