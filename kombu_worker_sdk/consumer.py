@@ -2,7 +2,7 @@
 
 :class:`Worker` is a ``kombu.mixins.ConsumerMixin``, so connection loss and
 reconnection are Kombu's, not rebuilt here. Messages are handed to the
-pipeline inline (concurrency 1) or on a thread pool; micro-batches are
+pipeline on a pool of ``concurrency`` threads; micro-batches are
 gathered up to ``batch_size`` or ``batch_wait_ms``. Prefetch is bounded to what
 the worker can start, so a pod never hides messages it cannot work on. The
 disposition is carried out here and nowhere else.
@@ -63,8 +63,9 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
         self._batch: list[Delivery] = []
         self._batch_timer: threading.Timer | None = None
         self._held: dict[Delivery, threading.Timer] = {}
-        pooled = config.concurrency > 1 or config.batch_size > 1
-        self._executor = ThreadPoolExecutor(config.concurrency, "kombu-worker") if pooled else None
+        # Hooks never run on the consuming thread, even at concurrency 1: it must stay free
+        # to notice a stop and enforce the shutdown grace while a long step runs.
+        self._executor = ThreadPoolExecutor(config.concurrency, "kombu-worker")
         self.heartbeat = Heartbeat(
             self, visibility_timeout=config.visibility_timeout, lease_seconds=config.lease_seconds
         )
@@ -134,10 +135,8 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
             self.inflight.add(delivery)
         if self.runtime.config.batch_size > 1:
             self._add_to_batch(delivery)
-        elif self._executor is not None:
-            self._spawn([delivery])
         else:
-            self.process([delivery])
+            self._spawn([delivery])
 
     def _add_to_batch(self, delivery: Delivery) -> None:
         config = self.runtime.config
@@ -161,7 +160,6 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
             self._spawn(batch)
 
     def _spawn(self, deliveries: list[Delivery]) -> None:
-        assert self._executor is not None
         try:
             future = self._executor.submit(self.process, deliveries)
         except RuntimeError:  # the pool is shutting down: these never started
@@ -259,10 +257,7 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
         def again() -> None:
             with self.lock:
                 self._held.pop(delivery, None)
-            if self._executor is not None:
-                self._spawn([delivery])
-            else:
-                self.process([delivery])
+            self._spawn([delivery])
 
         timer = threading.Timer(delay, again)
         timer.daemon = True
@@ -305,8 +300,7 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
             self._release(delivery)
         if futures:
             wait(futures, timeout=grace_seconds)
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor.shutdown(wait=False, cancel_futures=True)
         self.heartbeat.stop()
         close = getattr(self.deliveries, "close", None)
         if close is not None:

@@ -64,7 +64,8 @@ def sqs_transport_options(config: WorkerConfig) -> dict[str, Any]:
         "region": region_of(config),
         "wait_time_seconds": config.wait_time_seconds,
         "visibility_timeout": config.visibility_timeout,
-        "polling_interval": 0,
+        # Only used while every prefetch slot is busy: a short nap instead of a spin.
+        "polling_interval": 0.05,
         "is_secure": not (endpoint or "https").startswith("http://"),
         "fetch_message_attributes": {"MessageSystemAttributeNames": ["ApproximateReceiveCount"]},
         "client-config": {"retries": {"mode": "standard", "max_attempts": 3}},
