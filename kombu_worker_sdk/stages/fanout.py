@@ -21,6 +21,39 @@ class FanoutStage(Stage):
     name = "fanout"
 
     def process(self, run: TaskRun) -> None:
+        pending = self.commit(run)
+        fault_point("between_commit_and_publish")
+        run.published = publish_pending(run, pending)
+
+    def process_batch(self, runs: list[TaskRun]) -> dict[int, BaseException]:
+        """Commit each message, then send every child of the batch in shared batch calls.
+
+        Fewer SendMessageBatch requests; a failed send fails (and retries) the
+        messages whose children it carried, and their redelivery republishes them.
+        """
+        errors: dict[int, BaseException] = {}
+        committed: list[tuple[int, list[PendingChild]]] = []
+        for i, run in enumerate(runs):
+            try:
+                committed.append((i, self.commit(run)))
+            except Exception as exc:
+                errors[i] = exc
+        fault_point("between_commit_and_publish")
+        if not committed:
+            return errors
+        everything = [child for _, pending in committed for child in pending]
+        try:
+            sent = publish_pending(runs[committed[0][0]], everything)
+        except Exception as exc:
+            errors.update({i: exc for i, pending in committed if pending})
+            return errors
+        sent_ids = {id(child) for child in sent}
+        for i, pending in committed:
+            runs[i].published = [child for child in pending if id(child) in sent_ids]
+        return errors
+
+    def commit(self, run: TaskRun) -> list[PendingChild]:
+        """Ask publish_next, then mark DONE and register the children in one transaction."""
         runtime, msg, ctx = run.runtime, run.message, run.ctx
         assert msg is not None and ctx is not None and run.outputs is not None
         try:
@@ -34,9 +67,7 @@ class FanoutStage(Stage):
         orphans = [c.task_id for c in run.children if not (c.queue or default_queue)]
         if orphans:
             raise PublishError(f"publish_next returned {orphans[:3]} but no next_queue is configured")
-        pending = runtime.state.complete(msg, run.children, default_queue=default_queue)
-        fault_point("between_commit_and_publish")
-        run.published = publish_pending(run, pending)
+        return runtime.state.complete(msg, run.children, default_queue=default_queue)
 
 
 def _parse_children(raw: object, parent: object) -> list[NextMessage]:

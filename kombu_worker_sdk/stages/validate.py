@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from ..errors import InvalidMessageError
 from ..message import decode_body, parse_task
 from ..pipeline import Stage, TaskRun
@@ -18,6 +20,8 @@ class ValidateStage(Stage):
         if size > runtime.config.max_message_bytes:
             raise InvalidMessageError(f"message of {size} bytes exceeds max_message_bytes")
         msg = parse_task(decode_body(run.body, run.content_type))
+        if msg.trace_id is None:  # start a trace here; children inherit it (not part of the hash)
+            msg = msg.model_copy(update={"trace_id": uuid.uuid4().hex})
         run.message = msg
         run.ctx = runtime.context.for_message(msg, run.attempt)
         run.log = run.ctx.logger  # one adapter: the pipeline's stage shows in the hooks' lines

@@ -1,0 +1,87 @@
+"""Concurrency, bounded prefetch and GPU micro-batching through the real consumer."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from kombu_worker_sdk import PermanentError, task_prerun
+from tests.conftest import wait_for
+from tests.sample_hooks import StepHooks, split_message
+
+
+class BatchHooks(StepHooks):
+    """process_batch records its batch sizes and fails the item asked to fail."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+        self.threads: set[str] = set()
+
+    def process_batch(self, ctx: Any, msgs: list[Any]) -> list[Any]:
+        self.batches.append(len(msgs))
+        self.threads.add(threading.current_thread().name)
+        out: list[Any] = []
+        for msg in msgs:
+            if msg["params"].get("bad"):
+                out.append(PermanentError("bad item"))
+            else:
+                out.append({"result": {"task": msg.task_id, "model": id(self.model)}, "metrics": {}})
+        return out
+
+
+def leaf(job: str, **params: Any) -> dict[str, Any]:
+    return {**split_message(job), "params": {"step": "leaf", **params}}
+
+
+def test_micro_batches_with_per_item_outcomes(make_worker: Any) -> None:
+    hooks = BatchHooks()
+    running = make_worker(hooks, batch_size=4, batch_wait_ms=200, concurrency=1)
+    msgs = [leaf(f"b{i}", bad=(i == 2)) for i in range(8)]
+    running.send(*msgs)
+    wait_for(lambda: all(running.status(f"b{i}-split") in {"DONE", "FAILED"} for i in range(8)))
+    assert running.status("b2-split") == "FAILED"
+    assert [running.status(f"b{i}-split") for i in range(8) if i != 2] == ["DONE"] * 7
+    assert sum(hooks.batches) == 8 and max(hooks.batches) > 1, hooks.batches
+    assert all(running.storage.find_result(f"s3://bucket/jobs/b{i}/split/") for i in range(8) if i != 2)
+    assert len(running.dead_letters()) == 1
+
+
+def test_batched_fan_out_publishes_every_child_once(make_worker: Any) -> None:
+    running = make_worker(BatchHooks(), batch_size=4, batch_wait_ms=100)
+    running.send(*[split_message(f"f{i}", parts=3) for i in range(4)])
+    wait_for(lambda: all(running.status(f"f{i}-join") == "DONE" for i in range(4)))
+    for i in range(4):
+        job = running.runtime.state.get_job(f"f{i}")
+        assert job is not None and (job.status, job.total, job.done) == ("DONE", 5, 5)
+
+
+def test_prefetch_never_exceeds_what_the_worker_can_start(make_worker: Any) -> None:
+    samples: list[int] = []
+    running: Any = None
+
+    def sample(sender: Any = None, **kwargs: Any) -> None:
+        if running is not None:
+            samples.append(len(running.worker.inflight))
+
+    task_prerun.connect(sample)
+    try:
+        running = make_worker(concurrency=3)
+        running.send(*[leaf(f"c{i}", sleep=0.05) for i in range(24)])
+        wait_for(lambda: all(running.status(f"c{i}-split") == "DONE" for i in range(24)))
+    finally:
+        task_prerun.disconnect(sample)
+    assert samples and max(samples) <= 3, samples
+    assert max(samples) > 1, "three threads should overlap"
+
+
+def test_trace_id_starts_at_the_root_and_travels_to_every_child() -> None:
+    from kombu_worker_sdk.testing import LocalRunner
+
+    runner = LocalRunner(StepHooks())
+    parts = runner.run(split_message("t1", parts=2)).published
+    trace = parts[0]["trace_id"]
+    assert len(trace) == 32 and {p["trace_id"] for p in parts} == {trace}
+    joins = [runner.run(p).published for p in parts]
+    assert joins[1][0]["trace_id"] == trace
+    given = {**split_message("t2", parts=1), "trace_id": "abc-123"}
+    assert runner.run(given).published[0]["trace_id"] == "abc-123"
