@@ -25,6 +25,7 @@ from .delivery import Delivery, EmbeddedDelivery
 from .errors import BackendUnavailableError
 from .faults import fault_point
 from .heartbeat import Heartbeat
+from .observability import METRICS
 from .pipeline import Disposition, Outcome, TaskRun, describe
 from .runtime import Runtime
 from .signals import worker_ready, worker_shutdown
@@ -96,7 +97,8 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
         self.runtime.logger.warning("broker unreachable (%s); retrying in %.1fs", describe(exc), interval)
 
     def on_visibility_extended(self) -> None:
-        """Called by the heartbeat after each extension (a hook for metrics)."""
+        """Called by the heartbeat after each extension."""
+        METRICS.visibility_extended()
 
     def run(self, _tokens: int = 1, **kwargs: Any) -> None:
         """Consume until stopped, surviving errors Kombu does not count as connection errors."""
@@ -133,6 +135,7 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
         """Start a delivery now, on the pool, or in the next micro-batch."""
         with self.lock:
             self.inflight.add(delivery)
+        METRICS.inflight(1)
         if self.runtime.config.batch_size > 1:
             self._add_to_batch(delivery)
         else:
@@ -204,6 +207,7 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
         """Carry out the run's disposition: the one place a message is acked."""
         outcome = run.outcome
         assert outcome is not None
+        METRICS.observe_run(self.queue.name, run)
         try:
             if isinstance(outcome.error, BackendUnavailableError):
                 self._note_outage(outcome.error)
@@ -276,6 +280,8 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
 
     def _finish(self, delivery: Delivery, *, counted: bool = True) -> None:
         with self.lock:
+            if delivery in self.inflight:
+                METRICS.inflight(-1)
             self.inflight.discard(delivery)
             if counted:
                 self.settled += 1

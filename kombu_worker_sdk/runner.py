@@ -18,7 +18,9 @@ from typing import Any
 from .config import WorkerConfig
 from .consumer import Worker
 from .logs import configure_logging
+from .observability import METRICS, HealthServer
 from .runtime import broker_connection, build_runtime
+from .signals import hooks_key, models
 
 EXIT_NOW = 130
 
@@ -36,6 +38,11 @@ def serve(config: WorkerConfig, hooks: Any, *, max_messages: int | None = None) 
         max_messages=max_messages,
     )
     install_signal_handlers(worker)
+    METRICS.model_loaded(models.load_seconds(hooks_key(runtime.hooks)))
+    health = HealthServer(worker, runtime, config.health_port) if config.health_port is not None else None
+    if health is not None:
+        health.start()
+        runtime.logger.info("health and metrics on port %d", health.port)
     runtime.logger.info(
         "worker %s started: hooks=%s queue=%s", runtime.worker_id, runtime.hooks_path, config.queue
     )
@@ -46,6 +53,8 @@ def serve(config: WorkerConfig, hooks: Any, *, max_messages: int | None = None) 
         if unfinished:
             runtime.logger.warning("grace period over: releasing %d running message(s)", len(unfinished))
             worker.abandon(unfinished)
+        if health is not None:
+            health.stop()
         runtime.close()
         runtime.logger.info("worker %s stopped after %d message(s)", runtime.worker_id, worker.settled)
     if unfinished:

@@ -150,3 +150,51 @@ def test_two_worker_processes_share_a_queue_and_run_each_task_once(
     assert set(runs.values()) == {1}, f"a task ran twice: {runs.most_common(3)}"
     job = json.loads(kw(env, "status", "tw", "--json").stdout)
     assert job["status"] == "DONE" and job["done"] == job["total"] == parts + 2
+
+
+def test_health_readiness_and_metrics_endpoints(env: dict[str, str]) -> None:
+    import socket
+    import urllib.error
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+
+    def get(path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+        except OSError:
+            return 0, ""
+
+    proc = subprocess.Popen(
+        [*KW, "--hooks", "tests.sample_hooks:StepHooks", "--health-port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: get("/readyz")[0] == 200, timeout=30, interval=0.1)
+        assert get("/healthz")[0] == 200
+        body = {
+            "job_id": "h1",
+            "task_id": "h1-a",
+            "input_uri": "s3://b/i",
+            "output_prefix": "s3://b/h1/",
+            "params": {"step": "leaf"},
+        }
+        assert kw(env, "send", "-", stdin=json.dumps(body)).returncode == 0
+        wait_for(
+            lambda: 'kombu_worker_messages_total{outcome="ack",queue="tasks"} 1.0' in get("/metrics")[1],
+            timeout=30,
+            interval=0.1,
+        )
+        metrics = get("/metrics")[1]
+        assert 'kombu_worker_stage_duration_seconds_count{stage="hooks"} 1.0' in metrics
+        assert "kombu_worker_model_load_seconds" in metrics
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
