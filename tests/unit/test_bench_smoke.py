@@ -1,0 +1,61 @@
+"""Smoke test for ``scripts/bench.py``: a tiny section-a run writes the JSON and chart it promises.
+
+No timing is checked: the numbers depend on the machine. Only the shape of the output is.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).parents[2]
+BENCH = REPO / "scripts" / "bench.py"
+
+
+@pytest.mark.slow
+def test_quick_overhead_section_writes_json_and_chart(tmp_path: Path) -> None:
+    pytest.importorskip("celery", reason="the bench extra (celery) is not installed")
+    pytest.importorskip("matplotlib", reason="the bench extra (matplotlib) is not installed")
+    pytest.importorskip("psutil", reason="the bench extra (psutil) is not installed")
+    out = tmp_path / "bench-out"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--only", "a", "--messages", "200", "--out-dir", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+    data = json.loads((out / "bench.json").read_text())
+    assert {"meta", "targets", "table", "a"} <= set(data)
+    assert set(data) & {"b", "c", "d", "e"} == set()  # --only a
+    section = data["a"]
+    assert section["transport"] == "memory://"
+    assert section["messages"] == 200
+    for key in ("kombu_worker_vs_bare", "kombu_worker_vs_celery", "targets", "setup"):
+        assert key in section
+    for consumer in ("bare_kombu", "kombu_worker", "celery", "kombu_worker_indexed_storage"):
+        figures = section["consumers"][consumer]
+        assert {"rate", "rates", "us_per_message", "wall_s", "processed"} <= set(figures)
+        assert math.isfinite(figures["rate"]) and figures["rate"] > 0
+    assert "kombu-worker / celery" in data["table"]
+    assert "kombu-worker / celery" in proc.stdout
+    assert (out / "bench.png").stat().st_size > 0
+
+
+def test_unknown_section_is_refused(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--only", "z", "--out-dir", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "unknown section" in proc.stderr
