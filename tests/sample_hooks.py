@@ -30,7 +30,9 @@ class StepHooks(WorkerHooks):
     def process(self, ctx: Any, msg: Any) -> Any:
         params = msg["params"]
         if params.get("started_dir"):
-            open(os.path.join(params["started_dir"], f"{msg.task_id}.{os.getpid()}.{time.time_ns()}"), "w").close()
+            open(
+                os.path.join(params["started_dir"], f"{msg.task_id}.{os.getpid()}.{time.time_ns()}"), "w"
+            ).close()
         if params.get("sleep"):
             time.sleep(float(params["sleep"]))
         if params.get("permanent"):

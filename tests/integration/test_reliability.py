@@ -19,8 +19,13 @@ pytestmark = pytest.mark.integration
 
 
 def leaf(stack: Stack, task: str, **params: Any) -> dict[str, Any]:
-    return {"job_id": task.split("-")[0], "task_id": task, "input_uri": f"s3://{stack.bucket}/in",
-            "output_prefix": f"s3://{stack.bucket}/jobs/{task}/", "params": {"step": "leaf", **params}}
+    return {
+        "job_id": task.split("-")[0],
+        "task_id": task,
+        "input_uri": f"s3://{stack.bucket}/in",
+        "output_prefix": f"s3://{stack.bucket}/jobs/{task}/",
+        "params": {"step": "leaf", **params},
+    }
 
 
 def markers(folder: Path, task: str) -> int:
@@ -58,7 +63,9 @@ def test_transient_failure_retries_by_visibility_with_receive_count(stack: Stack
     stack.start_worker(env=stack.env(KOMBU_WORKER_MAX_ATTEMPTS="3"))
     wait_for(lambda: stack.task_status("rt1-a") == "DONE", timeout=60, interval=0.2)
     assert stack.stop_workers() == [0]
-    metrics = json.loads(stack.s3.get_object(Bucket=stack.bucket, Key="jobs/rt1-a/metrics.json")["Body"].read())
+    metrics = json.loads(
+        stack.s3.get_object(Bucket=stack.bucket, Key="jobs/rt1-a/metrics.json")["Body"].read()
+    )
     assert metrics["sdk"]["attempt"] == 2, "the attempt number is SQS's ApproximateReceiveCount"
     assert stack.depth("dlq") == 0 and stack.depth("in") == 0
 
@@ -69,7 +76,9 @@ def test_giving_up_fails_the_task_and_dead_letters_once(tmp_path: Path, redrive_
     if redrive_policy:
         dlq_arn = stack.sqs.get_queue_attributes(QueueUrl=stack.queues["dlq"], AttributeNames=["QueueArn"])
         policy = {"deadLetterTargetArn": dlq_arn["Attributes"]["QueueArn"], "maxReceiveCount": "2"}
-        stack.sqs.set_queue_attributes(QueueUrl=stack.queues["in"], Attributes={"RedrivePolicy": json.dumps(policy)})
+        stack.sqs.set_queue_attributes(
+            QueueUrl=stack.queues["in"], Attributes={"RedrivePolicy": json.dumps(policy)}
+        )
     stack.send("in", leaf(stack, "gu1-a", fail_times=99))
     stack.start_worker(env=stack.env(KOMBU_WORKER_MAX_ATTEMPTS="5" if redrive_policy else "2"))
     try:
@@ -105,7 +114,9 @@ def test_graceful_shutdown_finishes_in_flight_and_releases_prefetched(stack: Sta
 
 
 def _visible(stack: Stack) -> int:
-    attrs = stack.sqs.get_queue_attributes(QueueUrl=stack.queues["in"], AttributeNames=["ApproximateNumberOfMessages"])
+    attrs = stack.sqs.get_queue_attributes(
+        QueueUrl=stack.queues["in"], AttributeNames=["ApproximateNumberOfMessages"]
+    )
     return int(attrs["Attributes"]["ApproximateNumberOfMessages"])
 
 
@@ -148,7 +159,9 @@ def test_outages_of_postgres_and_sqs_lose_and_duplicate_nothing(stack: Stack, tm
     stack.s3.create_bucket(Bucket=stack.bucket)
     for i in range(6, 9):
         stack.send("in", leaf(stack, f"ou1-{i}", marker_dir=str(done_dir)))
-    wait_for(lambda: all(stack.task_status(f"ou1-{i}") == "DONE" for i in range(6, 9)), timeout=90, interval=0.3)
+    wait_for(
+        lambda: all(stack.task_status(f"ou1-{i}") == "DONE" for i in range(6, 9)), timeout=90, interval=0.3
+    )
     assert stack.stop_workers() == [0]
     assert [markers(done_dir, f"ou1-{i}") for i in range(9)] == [1] * 9
     logs = stack.logs()
