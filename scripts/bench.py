@@ -829,6 +829,17 @@ def run_celery_sqs(s: Settings, sqs: Any, proxy: CountingProxy) -> dict[str, Any
     return result
 
 
+def sqs_floors(roots: int, fanout: int) -> dict[str, float]:
+    """Fewest requests per message: full receives and deletes of 10, and sends per parent or
+    packed 10 to a call across parents (start-up calls left out)."""
+    processed = roots * (1 + fanout)
+    full = -(-processed // 10)
+    return {
+        "full_batches_sends_per_parent": (2 * full + roots) / processed,
+        "full_batches_sends_packed": (2 * full + -(-roots * fanout // 10)) / processed,
+    }
+
+
 def section_b(s: Settings, out_dir: Path) -> dict[str, Any]:
     import boto3
 
@@ -864,6 +875,7 @@ def section_b(s: Settings, out_dir: Path) -> dict[str, Any]:
         "counted": "every HTTP request to moto from worker start to worker stop (seeding excluded), "
         "by a counting proxy, so Kombu's pycurl long polls are included",
         "consumers": consumers,
+        "floors": sqs_floors(s.sqs_roots, s.sqs_fanout),
         "target_per_message": TARGETS["b_requests_per_message"],
     }
 
@@ -1116,6 +1128,8 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                 )
             )
             rows.append(("b", "  by operation", ops, "", ""))
+        for name, value in b.get("floors", {}).items():
+            rows.append(("b", f"  floor: {name.replace('_', ' ')}", fmt(value, ".3f"), "", ""))
     c = results.get("c")
     if c and "error" not in c:
         for conc, r in c["levels"].items():
@@ -1256,6 +1270,15 @@ def draw_chart(results: dict[str, Any], path: Path) -> None:
         ax_d.plot(sizes, [d["sizes"][k]["speedup"] for k in sizes], "o-", label="achieved")
         ax_d.plot(sizes, [d["sizes"][k]["ideal_speedup"] for k in sizes], "k--", label="ideal (a+b)/(a/B+b)")
         ax_d.plot(sizes, [0.8 * d["sizes"][k]["ideal_speedup"] for k in sizes], "r:", label="80% of ideal")
+        last = d["sizes"][sizes[-1]]
+        ax_d.text(
+            0.02,
+            0.6,
+            f"rate / ideal rate at {sizes[-1]}: {100 * last['rate_vs_ideal_rate']:.0f}%\n"
+            f"at 1: {100 * d['sizes'][sizes[0]]['rate_vs_ideal_rate']:.0f}%",
+            transform=ax_d.transAxes,
+            fontsize=8,
+        )
         ax_d.set_xlabel("batch size")
         ax_d.set_ylabel("speedup over batch 1")
         ax_d.legend(fontsize=8)
