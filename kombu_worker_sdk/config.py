@@ -30,6 +30,8 @@ SEED_ENV = {
     "STORAGE_URL": "storage_url",
 }
 ENV_PREFIX = "KOMBU_WORKER_"
+#: Variables under the prefix that are not config keys (fault injection, see faults.py).
+NOT_CONFIG_ENV = frozenset({"KOMBU_WORKER_FAULTS", "KOMBU_WORKER_FAULTS_LOG"})
 QUEUES_FILE_KEYS = {"input_queue": "queue", "next_queue": "next_queue", "dlq": "dead_letter_queue"}
 _SECRET_IN_URL = re.compile(r"(?P<scheme>[a-z0-9+]+://)(?P<user>[^:/@]*):(?P<pw>[^@/]*)@", re.I)
 SECRET_KEYS = ("password", "secret", "token")
@@ -214,7 +216,7 @@ def _env_layers(environ: dict[str, str]) -> list[tuple[str, dict[str, Any]]]:
     """One layer per variable, so an error names the variable that caused it."""
     layers = [(f"${var}", {key: environ[var]}) for var, key in SEED_ENV.items() if environ.get(var)]
     for var, value in sorted(environ.items()):
-        if var.startswith(ENV_PREFIX):
+        if var.startswith(ENV_PREFIX) and var not in NOT_CONFIG_ENV:
             key = var[len(ENV_PREFIX) :].lower()
             layers.append((f"${var}", {key: yaml.safe_load(value) if key in _STRUCTURED_KEYS else value}))
     return layers

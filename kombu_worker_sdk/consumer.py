@@ -200,6 +200,7 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
         runtime = self.runtime
         log = runtime.logger.bind(attempt=delivery.attempt)
         run = TaskRun(delivery.body, delivery.content_type, delivery.attempt, runtime, log)
+        run.claimant = f"{runtime.worker_id}/{delivery.token}"
         delivery.run = run
         return run
 
@@ -322,7 +323,9 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
             run = delivery.run
             if run is not None and run.claim is not None and run.task_id:
                 try:
-                    self.runtime.state.retry_later(run.task_id, error="interrupted by worker shutdown")
+                    self.runtime.state.retry_later(
+                        run.task_id, error="interrupted by worker shutdown", worker_id=run.holder
+                    )
                 except Exception as exc:
                     self.runtime.logger.warning("could not hand back %s: %s", run.task_id, describe(exc))
             self._release(delivery)

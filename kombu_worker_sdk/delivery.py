@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ class Delivery(ABC):
         self.received_at = time.monotonic()
         self.run: TaskRun | None = None  # set while the pipeline works on it (for the heartbeat)
         self.holds = 0  # times held in-process through a backend outage
+        self.token = uuid.uuid4().hex[:12]  # this delivery's claimant id, kept across holds
         self._settled = threading.Event()
 
     @property

@@ -69,7 +69,7 @@ class Heartbeat:
             run = delivery.run
             if run is not None and run.claim is not None and run.task_id:
                 self.worker.runtime.state.extend_lease(
-                    run.task_id, worker_id=self.worker.runtime.worker_id, lease_seconds=self.lease_seconds
+                    run.task_id, worker_id=run.holder, lease_seconds=self.lease_seconds
                 )
         except WorkerSDKError as exc:
             log.warning("could not extend visibility or lease: %s", exc)

@@ -81,7 +81,14 @@ class TaskRun:
     ran: list[Stage] = field(default_factory=list)
     outcome: Outcome | None = None
     result_uri: str | None = None
+    #: Who holds the claim: one id per delivery, so two copies of a task in one worker
+    #: never both run; None means the worker's own id (single-message runners).
+    claimant: str | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def holder(self) -> str:
+        return self.claimant or self.runtime.worker_id
 
     @property
     def task_id(self) -> str | None:
@@ -254,7 +261,7 @@ def record_failure(run: TaskRun, error: BaseException) -> None:
         else:
             run.log.warning("will retry in %.1fs: %s", run.outcome.delay, reason)
             if task_id and run.claim is not None:
-                state.retry_later(task_id, error=reason)
+                state.retry_later(task_id, error=reason, worker_id=run.holder)
     except Exception as exc:  # the state store may be the thing that is down
         run.log.error("could not record the failure in the state store: %s", describe(exc))
     task_failure.send(run.runtime.hooks, task_id=task_id, exception=error, run=run)

@@ -116,8 +116,11 @@ class StateStore(ABC):
         """Children of ``task_id`` still PENDING: republished when a redelivery is skipped."""
 
     @abstractmethod
-    def retry_later(self, task_id: str, *, error: str) -> None:
-        """Give a PROCESSING task back (PENDING, error kept) for a later attempt."""
+    def retry_later(self, task_id: str, *, error: str, worker_id: str | None = None) -> None:
+        """Give a PROCESSING task back (PENDING, error kept) for a later attempt.
+
+        With ``worker_id``, only if that claimant still holds it.
+        """
 
     @abstractmethod
     def fail(self, task_id: str, job_id: str | None, *, error: str, content_hash: str | None = None) -> None:

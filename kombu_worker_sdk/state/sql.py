@@ -199,13 +199,14 @@ class SqlStateStore(StateStore):
         )
         return int(self._insert_task(cur, child.task(), parent.task_id, TaskStatus.PENDING, queue))
 
-    def retry_later(self, task_id: str, *, error: str) -> None:
+    def retry_later(self, task_id: str, *, error: str, worker_id: str | None = None) -> None:
         with self._tx() as cur:
             self._run(
                 cur,
                 "UPDATE kw_tasks SET status = 'PENDING', error = %s, lease_until = NULL, "
-                "worker_id = NULL, updated_at = %s WHERE task_id = %s AND status = 'PROCESSING'",
-                (error[:MAX_ERROR_CHARS], time.time(), task_id),
+                "worker_id = NULL, updated_at = %s WHERE task_id = %s AND status = 'PROCESSING' "
+                "AND (%s IS NULL OR worker_id = %s)",
+                (error[:MAX_ERROR_CHARS], time.time(), task_id, worker_id, worker_id),
             )
 
     def fail(self, task_id: str, job_id: str | None, *, error: str, content_hash: str | None = None) -> None:

@@ -85,3 +85,16 @@ def test_trace_id_starts_at_the_root_and_travels_to_every_child() -> None:
     assert joins[1][0]["trace_id"] == trace
     given = {**split_message("t2", parts=1), "trace_id": "abc-123"}
     assert runner.run(given).published[0]["trace_id"] == "abc-123"
+
+
+def test_two_copies_of_one_task_in_one_worker_run_once(make_worker: Any, tmp_path: Any) -> None:
+    import os
+
+    done = tmp_path / "done"
+    done.mkdir()
+    running = make_worker(concurrency=4)
+    copy = leaf("dup", sleep=0.3, marker_dir=str(done))
+    running.send(copy, copy, copy)
+    wait_for(lambda: running.status("dup-split") == "DONE")
+    wait_for(lambda: running.worker.settled == 3 and not running.worker.inflight)
+    assert len(os.listdir(done)) == 1

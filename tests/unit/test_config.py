@@ -73,3 +73,8 @@ def test_secrets_masked_everywhere() -> None:
 def test_fifo_dead_letter_queue_name() -> None:
     config = load_config(config_dir="/nonexistent", env={"QUEUE_URL": "https://sqs/1/jobs.fifo"})
     assert config.effective_dead_letter_queue == "https://sqs/1/jobs-dlq.fifo"
+
+
+def test_fault_injection_variables_are_not_config_keys() -> None:
+    env = {"KOMBU_WORKER_FAULTS": "after_claim=0.1", "KOMBU_WORKER_FAULTS_LOG": "/tmp/x"}
+    assert load_config(config_dir="/nonexistent", env=env).queue == "tasks"

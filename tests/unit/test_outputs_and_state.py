@@ -193,3 +193,14 @@ def test_chained_steps_share_state(tmp_path: Path) -> None:
     joins = [second.run(m).published for m in out.published]
     assert [len(j) for j in joins] == [0, 1]
     assert joins[1][0]["task_id"] == "ch-join"
+
+
+def test_claimants_are_per_delivery_and_retry_later_respects_the_holder(store: SqliteStateStore) -> None:
+    target = msg("dup")
+    assert store.claim(target, worker_id="pod1/aaa", lease_seconds=60).outcome is ClaimOutcome.CLAIMED
+    assert store.claim(target, worker_id="pod1/bbb", lease_seconds=60).outcome is ClaimOutcome.HELD
+    assert store.claim(target, worker_id="pod1/aaa", lease_seconds=60).outcome is ClaimOutcome.CLAIMED
+    store.retry_later("dup", error="not mine", worker_id="pod1/bbb")
+    assert store.get_task("dup").status is TaskStatus.PROCESSING  # type: ignore[union-attr]
+    store.retry_later("dup", error="mine", worker_id="pod1/aaa")
+    assert store.get_task("dup").status is TaskStatus.PENDING  # type: ignore[union-attr]
