@@ -79,7 +79,7 @@ class WorkerConfig(BaseModel):
     # SQS specifics.
     region: str | None = None
     wait_time_seconds: int = Field(default=20, ge=0, le=20)
-    receive_batch_size: int = Field(default=10, ge=1, le=10)
+    receive_batch_size: int | None = Field(default=None, ge=1, le=10)
     visibility_timeout: int = Field(default=60, ge=0, le=43_200)
     fifo_group_by: Literal["job_id", "task_id"] = "job_id"
     # Operations.
@@ -111,8 +111,12 @@ class WorkerConfig(BaseModel):
 
     @property
     def effective_prefetch(self) -> int:
-        """Never hold more messages invisible than the worker can start soon."""
-        return self.prefetch or self.concurrency * self.batch_size
+        """Never hold more messages invisible than the worker can start soon.
+
+        ``receive_batch_size`` raises it, to cut requests for short steps: one
+        ReceiveMessage then brings up to that many messages.
+        """
+        return self.prefetch or max(self.concurrency * self.batch_size, self.receive_batch_size or 0)
 
     @property
     def is_embedded_broker(self) -> bool:

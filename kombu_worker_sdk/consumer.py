@@ -59,6 +59,9 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
         self.last_progress = time.monotonic()
         self.inflight: set[Delivery] = set()
         self.lock = threading.Lock()
+        # Signalled whenever a delivery finishes: the consuming thread waits on it instead of
+        # letting Kombu nap a polling interval while every prefetch slot is busy.
+        self.capacity = threading.Condition(self.lock)
         self.outage_since: float | None = None
         self._futures: set[Future[None]] = set()
         self._batch: list[Delivery] = []
@@ -91,7 +94,11 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
             self.runtime.logger.info("consuming from %s", self.queue.name)
 
     def on_iteration(self) -> None:
+        """Before each poll: wait (briefly) until a prefetch slot is free."""
         self.last_progress = time.monotonic()
+        limit = self.runtime.config.effective_prefetch
+        with self.capacity:
+            self.capacity.wait_for(lambda: self.should_stop or len(self.inflight) < limit, timeout=1.0)
 
     def on_connection_error(self, exc: BaseException, interval: float) -> None:
         self.runtime.logger.warning("broker unreachable (%s); retrying in %.1fs", describe(exc), interval)
@@ -284,6 +291,7 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
             if delivery in self.inflight:
                 METRICS.inflight(-1)
             self.inflight.discard(delivery)
+            self.capacity.notify_all()
             if counted:
                 self.settled += 1
             self.last_progress = time.monotonic()

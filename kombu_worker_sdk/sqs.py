@@ -27,6 +27,7 @@ from .delivery import Delivery
 from .errors import BackendUnavailableError, ConfigError, PublishError
 from .publish import Publisher
 from .sqs_acks import AckBatcher
+from .sqs_sends import CoalescingSender
 
 SQS_BATCH_ENTRIES = 10
 SQS_BATCH_BYTES = 1_048_576
@@ -90,6 +91,8 @@ class SqsPublisher(Publisher):
         self.client = client or new_client(config)
         self._urls = queue_urls(config)
         self._lock = threading.Lock()
+        # Only concurrent messages can share batches; alone, a window would just add latency.
+        self._coalescer = CoalescingSender(self._send_batches) if config.concurrency > 1 else None
 
     def url_for(self, queue: str) -> str:
         if queue.startswith(("https://", "http://")):
@@ -102,6 +105,12 @@ class SqsPublisher(Publisher):
     def _send(self, queue: str, bodies: list[str]) -> None:
         url = self.url_for(queue)
         entries = [self._entry(i, body, url) for i, body in enumerate(bodies)]
+        if self._coalescer is not None and len(entries) < SQS_BATCH_ENTRIES:
+            self._coalescer.send(url, entries)
+        else:
+            self._send_batches(url, entries)
+
+    def _send_batches(self, url: str, entries: list[dict[str, Any]]) -> None:
         for batch in batches(entries):
             self._send_batch(url, batch)
 

@@ -44,7 +44,7 @@ class StoreStage(Stage):
             return
         assert run.ctx is not None and run.outputs is not None
         storage = run.ctx.storage
-        storage.write("", METRICS_FILE, json.dumps(sdk_metrics(run), default=str, indent=1))
+        storage.write("", METRICS_FILE, json.dumps(sdk_metrics(run), default=str, separators=(",", ":")))
         filename, payload = result_file(run.outputs.get("result"), run.outputs.get("result_ext"))
         run.result_uri = storage.write("", filename, payload)
         fault_point("after_store")

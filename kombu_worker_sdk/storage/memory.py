@@ -19,6 +19,7 @@ class MemoryStorage(Storage):
         self.objects: dict[str, bytes] = {}
         self.content_types: dict[str, str] = {}
         self.puts: list[str] = []
+        self._results: dict[str, str] = {}  # output_prefix → result URI: one lookup, like S3's one request
         self._lock = threading.Lock()
 
     def read(self, uri: str) -> bytes:
@@ -35,8 +36,10 @@ class MemoryStorage(Storage):
             self.objects[uri] = data
             self.content_types[uri] = content_type
             self.puts.append(uri)
+            prefix, _, name = uri.rpartition("/")
+            if name.startswith(RESULT_STEM + "."):
+                self._results[prefix] = min(self._results.get(prefix, uri), uri)
 
     def find_result(self, output_prefix: str) -> str | None:
-        stem = output_prefix.rstrip("/") + "/" + RESULT_STEM + "."
         with self._lock:
-            return next((uri for uri in sorted(self.objects) if uri.startswith(stem)), None)
+            return self._results.get(output_prefix.rstrip("/"))

@@ -90,3 +90,41 @@ def test_fifo_ids_and_queue_names() -> None:
     assert entry["MessageGroupId"] == "j" and entry["MessageDeduplicationId"] == "j-000"
     assert len(dedup_id("é" * 200)) == 64
     assert queue_name(URL) == "next" and queue_name("plain") == "plain"
+
+
+def test_concurrent_publishers_share_batches_and_each_waits_for_its_own() -> None:
+    import threading
+
+    from kombu_worker_sdk.sqs_sends import CoalescingSender
+
+    sent: list[list[str]] = []
+    gate = threading.Barrier(6)
+
+    def send_batch(url: str, entries: list[dict[str, Any]]) -> None:
+        if any(e["MessageBody"] == "poison" for e in entries):
+            raise PublishError("refused")
+        sent.append([e["MessageBody"] for e in entries])
+
+    sender = CoalescingSender(send_batch, window=0.2)
+    errors: dict[int, BaseException] = {}
+
+    def publish(i: int) -> None:
+        gate.wait()
+        bodies = ["poison"] if i == 5 else [f"{i}-{k}" for k in range(3)]
+        try:
+            sender.send(URL, [{"Id": str(k), "MessageBody": b} for k, b in enumerate(bodies)])
+        except PublishError as exc:
+            errors[i] = exc
+
+    threads = [threading.Thread(target=publish, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    delivered = sorted(b for batch in sent for b in batch)
+    assert all(len(batch) <= 10 for batch in sent)
+    assert len(sent) < 5, "five callers' entries must share batches"
+    assert 5 in errors  # the poisoned caller hears of its failure
+    assert set(delivered) | {b for i in errors if i != 5 for b in [f"{i}-{k}" for k in range(3)]} == {
+        f"{i}-{k}" for i in range(5) for k in range(3)
+    }
