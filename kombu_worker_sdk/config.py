@@ -34,6 +34,7 @@ ENV_PREFIX = "KOMBU_WORKER_"
 NOT_CONFIG_ENV = frozenset({"KOMBU_WORKER_FAULTS", "KOMBU_WORKER_FAULTS_LOG"})
 QUEUES_FILE_KEYS = {"input_queue": "queue", "next_queue": "next_queue", "dlq": "dead_letter_queue"}
 _SECRET_IN_URL = re.compile(r"(?P<scheme>[a-z0-9+]+://)(?P<user>[^:/@]*):(?P<pw>[^@/]*)@", re.I)
+_PASSWORD_PARAM = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", re.I)
 SECRET_KEYS = ("password", "secret", "token")
 
 
@@ -54,7 +55,7 @@ class WorkerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     # Where messages come from and go to.
-    broker_url: str = "filesystem://"
+    broker_url: str = Field(default="filesystem://", repr=False)
     queue: str = "tasks"
     next_queue: str | None = None
     dead_letter_queue: str | None = None
@@ -64,7 +65,7 @@ class WorkerConfig(BaseModel):
     bucket: str | None = None
     allowed_buckets: list[str] = Field(default_factory=list)
     allow_local_input: bool = True
-    db_dsn: str | None = None
+    db_dsn: str | None = Field(default=None, repr=False)  # secrets stay out of repr()
     # How the worker runs.
     concurrency: int = Field(default=1, ge=1, le=256)
     prefetch: int | None = Field(default=None, ge=1, le=1000)
@@ -113,10 +114,15 @@ class WorkerConfig(BaseModel):
     def effective_prefetch(self) -> int:
         """Never hold more messages invisible than the worker can start soon.
 
-        ``receive_batch_size`` raises it, to cut requests for short steps: one
-        ReceiveMessage then brings up to that many messages.
+        ``receive_batch_size`` (opt-in, for short steps) adds a local buffer of that
+        many, so every ReceiveMessage can bring a full batch while the pool stays busy.
         """
-        return self.prefetch or max(self.concurrency * self.batch_size, self.receive_batch_size or 0)
+        return self.prefetch or self.concurrency * self.batch_size + (self.receive_batch_size or 0)
+
+    @property
+    def receive_slots(self) -> int:
+        """Free slots the consumer waits for before it polls again."""
+        return min(self.receive_batch_size or 1, self.effective_prefetch)
 
     @property
     def is_embedded_broker(self) -> bool:
@@ -143,8 +149,9 @@ def mask_secrets(value: Any) -> Any:
 
 
 def mask_url(text: str) -> str:
-    """Hide the password of every ``scheme://user:password@`` in ``text``."""
-    return _SECRET_IN_URL.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    """Hide every password in ``text``: ``scheme://user:pw@``, ``?password=pw``, libpq's ``password=pw``."""
+    text = _SECRET_IN_URL.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    return _PASSWORD_PARAM.sub(r"\1***", text)
 
 
 def load_config(

@@ -96,9 +96,10 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
     def on_iteration(self) -> None:
         """Before each poll: wait (briefly) until a prefetch slot is free."""
         self.last_progress = time.monotonic()
-        limit = self.runtime.config.effective_prefetch
+        config = self.runtime.config
+        limit = config.effective_prefetch - config.receive_slots
         with self.capacity:
-            self.capacity.wait_for(lambda: self.should_stop or len(self.inflight) < limit, timeout=1.0)
+            self.capacity.wait_for(lambda: self.should_stop or len(self.inflight) <= limit, timeout=1.0)
 
     def on_connection_error(self, exc: BaseException, interval: float) -> None:
         self.runtime.logger.warning("broker unreachable (%s); retrying in %.1fs", describe(exc), interval)
@@ -227,7 +228,9 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
                 delivery.ack()
             elif outcome.disposition is Disposition.DEAD_LETTER:
                 dlq = self.runtime.config.effective_dead_letter_queue
-                delivery.dead_letter(dlq, outcome.reason, run.task_id)
+                delivery.dead_letter(
+                    dlq, outcome.reason, run.task_id or getattr(outcome.error, "task_id", None)
+                )
             elif not delivery.retry_in(outcome.delay):
                 self._hold(delivery, outcome.delay, next_attempt=True)
                 return

@@ -31,6 +31,10 @@ def check_uri(uri: str, *, field: str) -> str:
     """Refuse URIs with a foreign scheme, control characters or ``..`` segments."""
     if _CONTROL_CHARS.search(uri):
         raise ValueError(f"{field} contains control characters")
+    try:
+        uri.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{field} is not valid Unicode text") from None
     parts = urlsplit(uri)
     if parts.scheme not in URI_SCHEMES:
         raise ValueError(f"{field} must be an s3:// or file:// URI, got {uri[:80]!r}")
@@ -69,6 +73,15 @@ class TaskMessage(BaseModel):
     def _check_prefix(cls, value: str) -> str:
         check_uri(value, field="output_prefix")
         return value if value.endswith("/") else value + "/"
+
+    @field_validator("params")
+    @classmethod
+    def _check_params(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:  # what cannot be re-encoded cannot be hashed, stored or published
+            json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        except (ValueError, TypeError, UnicodeEncodeError) as exc:
+            raise ValueError(f"params are not encodable JSON text: {type(exc).__name__}") from None
+        return value
 
     def __getitem__(self, key: str) -> Any:
         """Let hooks written against the seed README index the message like a dict."""
@@ -170,8 +183,8 @@ def _check_content_type(content_type: str | None) -> None:
 def _loads(raw: bytes | str) -> Any:
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes | bytearray) else raw
-        return json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError) as exc:
         raise DecodeError(f"message body is not valid JSON: {exc}") from None
 
 
@@ -179,7 +192,13 @@ def _unwrap_envelope(envelope: dict[str, Any]) -> Any:
     """Open a Kombu envelope (as Kombu's SQS transport publishes it) after checking its type."""
     _check_content_type(str(envelope.get("content-type") or "application/json"))
     body = envelope.get("body")
-    if envelope.get("properties", {}).get("body_encoding") == "base64" and isinstance(body, str):
+    properties = envelope.get("properties")
+    if not isinstance(properties, dict):
+        raise DecodeError("Kombu envelope 'properties' is not an object")
+    encoding = properties.get("body_encoding")
+    if encoding not in (None, "base64"):
+        raise DecodeError(f"Kombu envelope has an unknown body_encoding {str(encoding)[:40]!r}")
+    if encoding == "base64" and isinstance(body, str):
         try:
             body = base64.b64decode(body, validate=True)
         except (binascii.Error, ValueError):
@@ -191,16 +210,22 @@ def _unwrap_envelope(envelope: dict[str, Any]) -> Any:
     return _loads(body)
 
 
+def _refuse_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON; other languages' parsers reject them."""
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def _summarise(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
-        where = ".".join(str(p) for p in err["loc"]) or "body"
+        # ascii(): a hostile key name must not carry NUL or control bytes into logs and the DB
+        where = ".".join(ascii(p)[1:-1] if isinstance(p, str) else str(p) for p in err["loc"]) or "body"
         parts.append(f"{where}: {err['msg']}")
     return "; ".join(parts)
 
 
 def _readable_id(value: Any) -> str | None:
     """The id if it is usable as a key, else None (so a FAILED row can still be written)."""
-    if isinstance(value, str) and re.match(ID_PATTERN, value):
+    if isinstance(value, str) and re.fullmatch(ID_PATTERN, value):
         return value
     return None

@@ -256,8 +256,7 @@ def record_failure(run: TaskRun, error: BaseException) -> None:
         if run.outcome.disposition is Disposition.DEAD_LETTER:
             run.log.error("giving up: %s", reason)
             if task_id and not isinstance(error, TaskConflictError):
-                content_hash = run.message.content_hash() if run.message else None
-                state.fail(task_id, job_id, error=reason, content_hash=content_hash)
+                state.fail(task_id, job_id, error=reason, content_hash=_safe_hash(run))
         else:
             run.log.warning("will retry in %.1fs: %s", run.outcome.delay, reason)
             if task_id and run.claim is not None:
@@ -265,6 +264,13 @@ def record_failure(run: TaskRun, error: BaseException) -> None:
     except Exception as exc:  # the state store may be the thing that is down
         run.log.error("could not record the failure in the state store: %s", describe(exc))
     task_failure.send(run.runtime.hooks, task_id=task_id, exception=error, run=run)
+
+
+def _safe_hash(run: TaskRun) -> str | None:
+    try:
+        return run.message.content_hash() if run.message else None
+    except (UnicodeEncodeError, ValueError):
+        return None
 
 
 def backoff(attempt: int, config: WorkerConfig) -> float:

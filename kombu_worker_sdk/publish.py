@@ -23,7 +23,7 @@ from .message import TaskMessage
 def encode(msg: TaskMessage | Mapping[str, Any]) -> str:
     """The JSON body of a message (dicts are validated as task messages first)."""
     task = msg if isinstance(msg, TaskMessage) else TaskMessage.model_validate(dict(msg))
-    return json.dumps(task.to_body(), separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(task.to_body(), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 class Publisher(ABC):

@@ -84,6 +84,10 @@ def broker_connection(config: WorkerConfig) -> Connection:
         options = sqs_transport_options(config)
     else:
         raise ConfigError(f"broker_url {config.broker_url!r}: use filesystem://, memory:// or sqs://")
+    if scheme == "sqs":
+        from .sqs_transport import RawBodyTransport
+
+        return Connection(config.broker_url, transport=RawBodyTransport, transport_options=options)
     return Connection(config.broker_url, transport_options=options)
 
 

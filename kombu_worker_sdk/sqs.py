@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -118,7 +119,7 @@ class SqsPublisher(Publisher):
         raw = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
         entry: dict[str, Any] = {"Id": "0", "MessageBody": raw or "(empty body)"}
         entry["MessageAttributes"] = {
-            key: {"DataType": "String", "StringValue": str(value)[:1024] or "-"}
+            key: {"DataType": "String", "StringValue": sqs_text(str(value))[:1024] or "-"}
             for key, value in attributes.items()
         }
         url = self.url_for(queue)
@@ -168,6 +169,14 @@ def batches(entries: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     if current:
         out.append(current)
     return out
+
+
+_NOT_SQS_TEXT = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def sqs_text(text: str) -> str:
+    """Escape characters SQS refuses in string values (an error text may quote hostile input)."""
+    return _NOT_SQS_TEXT.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def dedup_id(task_id: str) -> str:

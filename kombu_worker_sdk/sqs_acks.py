@@ -24,7 +24,7 @@ log = get_logger(__name__)
 class AckBatcher:
     """Collects (queue URL, receipt handle) pairs and deletes them in batches from one thread."""
 
-    def __init__(self, client: Any, *, max_delay: float = 0.25):
+    def __init__(self, client: Any, *, max_delay: float = 0.5):
         self.client = client
         self.max_delay = max_delay
         self.requests = 0

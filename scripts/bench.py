@@ -723,7 +723,9 @@ def per_message(counts: Counter[str], processed: int) -> dict[str, Any]:
     }
 
 
-def run_kw_sqs(s: Settings, sqs: Any, proxy: CountingProxy, concurrency: int) -> dict[str, Any]:
+def run_kw_sqs(
+    s: Settings, sqs: Any, proxy: CountingProxy, concurrency: int, receive_batch_size: int | None = None
+) -> dict[str, Any]:
     name = f"bench-kw-c{concurrency}-{uuid.uuid4().hex[:8]}"
     url = sqs.create_queue(QueueName=name)["QueueUrl"]
     roots = [task_body(f"job{i}", f"job{i}-root", "root") for i in range(s.sqs_roots)]
@@ -751,6 +753,7 @@ def run_kw_sqs(s: Settings, sqs: Any, proxy: CountingProxy, concurrency: int) ->
             region=REGION,
             concurrency=concurrency,
             wait_time_seconds=s.sqs_wait_seconds,
+            receive_batch_size=receive_batch_size,
         )
         ready = proxy.snapshot()
         deadline = time.monotonic() + 600
@@ -764,7 +767,7 @@ def run_kw_sqs(s: Settings, sqs: Any, proxy: CountingProxy, concurrency: int) ->
         {
             "consumer": "kombu-worker",
             "concurrency": concurrency,
-            "prefetch": concurrency,
+            "prefetch": kw.runtime.config.effective_prefetch,
             "startup_requests": dict(ready - before),
             "wall_s": busy,
             "rate": clock.rate(),
@@ -863,6 +866,8 @@ def section_b(s: Settings, out_dir: Path) -> dict[str, Any]:
                     "b: kombu-worker, concurrency %d, %d roots x 1:%d", concurrency, s.sqs_roots, s.sqs_fanout
                 )
                 consumers[f"kombu_worker_c{concurrency}"] = run_kw_sqs(s, sqs, proxy, concurrency)
+                # The short-step profile: receive (and so prefetch) up to 10 at a time.
+                consumers[f"kombu_worker_c{concurrency}_rb10"] = run_kw_sqs(s, sqs, proxy, concurrency, 10)
             log.info("b: celery, %d roots x 1:%d", s.sqs_roots, s.sqs_fanout)
             consumers["celery"] = run_celery_sqs(s, sqs, proxy)
         finally:

@@ -58,8 +58,8 @@ def result_file(result: Any, ext: str | None) -> tuple[str, bytes]:
             raise PermanentError(f"result_ext {ext!r} must be 1-8 lowercase letters or digits")
         return f"{RESULT_STEM}.{ext}", data
     try:
-        return f"{RESULT_STEM}.json", json.dumps(result, ensure_ascii=False).encode("utf-8")
-    except (TypeError, ValueError) as exc:
+        return f"{RESULT_STEM}.json", json.dumps(result, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError, UnicodeEncodeError) as exc:
         raise PermanentError(f"result is neither bytes nor JSON-serialisable: {exc}") from None
 
 

@@ -206,7 +206,7 @@ class SqlStateStore(StateStore):
                 "UPDATE kw_tasks SET status = 'PENDING', error = %s, lease_until = NULL, "
                 "worker_id = NULL, updated_at = %s WHERE task_id = %s AND status = 'PROCESSING' "
                 "AND (%s IS NULL OR worker_id = %s)",
-                (error[:MAX_ERROR_CHARS], time.time(), task_id, worker_id, worker_id),
+                (clean_text(error), time.time(), task_id, worker_id, worker_id),
             )
 
     def fail(self, task_id: str, job_id: str | None, *, error: str, content_hash: str | None = None) -> None:
@@ -226,7 +226,7 @@ class SqlStateStore(StateStore):
                     TaskStatus.FAILED,
                     None,
                     digest=content_hash,
-                    error=error[:MAX_ERROR_CHARS],
+                    error=clean_text(error),
                 )
                 self._bump_job(cur, job, failed=1)
                 return
@@ -236,7 +236,7 @@ class SqlStateStore(StateStore):
                 cur,
                 "UPDATE kw_tasks SET status = 'FAILED', error = %s, lease_until = NULL, "
                 "updated_at = %s WHERE task_id = %s",
-                (error[:MAX_ERROR_CHARS], time.time(), task_id),
+                (clean_text(error), time.time(), task_id),
             )
             self._bump_job(cur, row[0], failed=1)
 
@@ -349,6 +349,12 @@ class SqlStateStore(StateStore):
     def ping(self) -> None:
         with self._tx() as cur:
             self._run(cur, "SELECT 1").fetchone()
+
+
+def clean_text(text: str) -> str:
+    """Error text safe for any database: no NUL, no lone surrogates, bounded length."""
+    text = text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+    return text[:MAX_ERROR_CHARS]
 
 
 def _task_record(row: Sequence[Any]) -> TaskRecord:

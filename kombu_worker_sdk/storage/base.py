@@ -58,6 +58,12 @@ class Storage(ABC):
 
     def check_readable(self, uri: str) -> None:
         """Refuse a read from a bucket outside the allowlist, or a local path when barred."""
+        from ..message import check_uri
+
+        try:  # the same rules as a message's URIs: no '..', no control characters
+            check_uri(uri, field="uri")
+        except ValueError as exc:
+            raise UnsafeURIError(str(exc)) from None
         parts = urlsplit(uri)
         if parts.scheme == "file":
             if not self.allow_local_input:

@@ -38,7 +38,11 @@ class LocalStorage(Storage):
         """The local path behind ``uri``."""
         parts = urlsplit(uri)
         if parts.scheme == "s3":
-            return self.root / parts.netloc / unquote(parts.path).lstrip("/")
+            bucket = (self.root / parts.netloc).resolve()
+            path = (bucket / unquote(parts.path).lstrip("/")).resolve()
+            if not parts.netloc or "/" in parts.netloc or (path != bucket and bucket not in path.parents):
+                raise UnsafeURIError(f"{uri[:120]!r} resolves outside its bucket")
+            return path
         if parts.scheme == "file":
             return Path(unquote(parts.path))
         raise UnsafeURIError(f"unsupported URI scheme in {uri[:120]!r}")
@@ -82,7 +86,10 @@ class LocalStorage(Storage):
         self._writable_path(output_prefix)
 
     def _writable_path(self, uri: str) -> Path:
-        path = self.path_for(uri)
+        try:
+            path = self.path_for(uri)
+        except UnsafeURIError as exc:
+            raise OutputPrefixViolation(str(exc)) from None
         self._check_inside_root(path)
         return path
 

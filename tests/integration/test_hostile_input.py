@@ -47,9 +47,9 @@ WORKER_ENV = {
 GOOD_EVERY = 6  # one good message after every GOOD_EVERY bad ones
 DEADLINE_SECONDS = 150.0
 
-#: Bodies that Kombu's SQS transport itself fails to open (it json-decodes every body and opens
-#: any JSON object with a "properties" key as its own envelope): the receive loop raises before
-#: the SDK's on_message ever runs.
+#: Bodies that Kombu's stock SQS channel fails to open (it json-decodes every body and opens any
+#: JSON object with a "properties" key as its own envelope). The SDK's RawBodyChannel hands them
+#: over untouched; a test of their own proves they are dead-lettered and the worker goes on.
 TRANSPORT_POISON = {
     "deep-nesting",
     "envelope-bad-base64",
@@ -57,53 +57,8 @@ TRANSPORT_POISON = {
     "envelope-properties-not-object",
 }
 
-_KOMBU_POISON = (
-    "SDK bug: kombu's SQS Channel._message_to_python/_envelope_payload and virtual Message.__init__ "
-    "open every JSON body with a 'properties' key as a Kombu envelope ({why}); the exception escapes "
-    "drain_events, Worker.run logs 'consume loop failed' and backs off, and the message (with the rest "
-    "of its receive batch) reappears after the visibility timeout, forever: it is never dead-lettered"
-)
-KNOWN_BUGS: dict[str, str] = {
-    "deep-nesting": (
-        "SDK bug: kombu's SQS Channel._prepare_json_payload json-decodes every body and catches only "
-        "JSONDecodeError/TypeError; 3000 nested arrays raise RecursionError, which escapes drain_events, "
-        "so Worker.run logs 'consume loop failed' and the message reappears after the visibility timeout, "
-        "forever: it is never dead-lettered"
-    ),
-    "envelope-bad-base64": _KOMBU_POISON.format(why="base64.b64decode raises binascii.Error"),
-    "envelope-unknown-body-encoding": _KOMBU_POISON.format(
-        why="channel.codecs.get('rot13') is None: AttributeError"
-    ),
-    "envelope-properties-not-object": _KOMBU_POISON.format(
-        why="payload['properties'].setdefault on a str: AttributeError"
-    )
-    + "; and message._unwrap_envelope calls envelope.get('properties', {}).get(...) on a str too",
-    "nan-literal": (
-        "SDK bug: message._loads uses json.loads, which accepts NaN/Infinity (not JSON, RFC 8259); the task "
-        "runs to DONE and its children would carry NaN to consumers in other languages"
-    ),
-    "newline-task-id": (
-        "SDK bug: message._readable_id uses re.match(ID_PATTERN), whose '$' matches before a trailing "
-        "newline (pydantic's Rust regex does not), so a FAILED row is written for the invalid id "
-        "'hx-newline-task-id\\n'"
-    ),
-    "surrogate-in-params": (
-        "SDK bug: params (dict[str, Any]) let a lone surrogate through validation; "
-        "TaskMessage.content_hash() then raises UnicodeEncodeError in the claim stage, which is retried "
-        "max_attempts times, dead-lettered as UnicodeEncodeError, and record_failure's own content_hash() "
-        "call raises again, so the task is never marked FAILED"
-    ),
-    "nul-key": (
-        "SDK bug: the reason names the NUL key ('invalid task message: \\x00: Extra inputs...'); "
-        "PostgreSQL refuses NUL in text, so state.fail() raises and the task is never marked FAILED; "
-        "SQS (real AWS) also refuses NUL in a String message attribute, so the dead letter would fail"
-    ),
-    "extra-key-control-char": (
-        "SDK bug: the dead letter's 'error' attribute quotes the key's raw control characters "
-        "(\\x01, \\x1b); real SQS holds String attribute values to the body's character rules and "
-        "refuses it (moto does not), so on AWS the dead letter fails and the message loops forever"
-    ),
-}
+#: Entries that expose an SDK bug not fixed yet (id -> reason); they run as strict xfails.
+KNOWN_BUGS: dict[str, str] = {}
 
 _SQS_TEXT_RANGES = ((0x9, 0x9), (0xA, 0xA), (0xD, 0xD), (0x20, 0xD7FF), (0xE000, 0xFFFD), (0x10000, 0x10FFFF))
 
@@ -280,7 +235,6 @@ def test_nothing_was_written_outside_the_good_prefixes(hostile: HostileRun) -> N
     assert stray == []
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_BUGS["envelope-bad-base64"])
 def test_bodies_the_sqs_transport_cannot_open_are_dead_lettered(stack: Stack) -> None:
     entries = [e for e in catalogue(stack.bucket) if e.id in TRANSPORT_POISON]
     proc = stack.start_worker(env=stack.env(**WORKER_ENV))

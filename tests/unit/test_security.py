@@ -7,7 +7,6 @@
 (c) A DSN password and the AWS secret key never appear in logs, errors, ``config show``,
     ``check`` or a worker's output.
 
-Entries marked ``xfail(strict=True)`` are SDK bugs, explained in their reason.
 """
 
 from __future__ import annotations
@@ -354,14 +353,6 @@ def test_a_symlinked_result_file_cannot_carry_a_write_outside_the_root(
     assert (outside / "secret.txt").read_bytes() == b"secret"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "SDK bug: LocalStorage.path_for joins the URI path under root/<bucket> without resolving it, and "
-        "Storage.check_readable only checks the bucket name, so ctx.storage.read('s3://bucket/../../x') "
-        "(or %2e%2e) reads any file on the host, even with allow_local_input=False"
-    ),
-)
 @pytest.mark.parametrize("path", ["../../outside/secret.txt", "%2e%2e/%2e%2e/outside/secret.txt"])
 def test_local_storage_reads_cannot_climb_out_of_the_bucket(
     local_root: tuple[LocalStorage, Path], path: str
@@ -521,23 +512,10 @@ def assert_no_secrets(output: str) -> None:
     assert SECRET_KEY not in output
 
 
-_DSN_MASKING_BUG = (
-    "SDK bug: config.mask_url only masks 'user:password@' in URLs; libpq's other DSN forms "
-    "(a password=... query parameter, or a keyword/value DSN) go out verbatim in config show and check, "
-    "and open_state's ConfigError quotes a keyword DSN with mask_url instead of postgres.mask_dsn"
-)
 DSN_FORMS = [
     pytest.param(DSN, id="url-userinfo"),
-    pytest.param(
-        f"postgresql://u@127.0.0.1:1/db?password={SECRET_PW}",
-        id="url-password-parameter",
-        marks=pytest.mark.xfail(strict=True, reason=_DSN_MASKING_BUG),
-    ),
-    pytest.param(
-        f"host=127.0.0.1 port=1 dbname=db user=u password={SECRET_PW}",
-        id="keyword-value",
-        marks=pytest.mark.xfail(strict=True, reason=_DSN_MASKING_BUG),
-    ),
+    pytest.param(f"postgresql://u@127.0.0.1:1/db?password={SECRET_PW}", id="url-password-parameter"),
+    pytest.param(f"host=127.0.0.1 port=1 dbname=db user=u password={SECRET_PW}", id="keyword-value"),
 ]
 
 

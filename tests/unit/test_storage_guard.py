@@ -61,7 +61,7 @@ def test_symlink_escape_is_refused_on_local_storage(tmp_path: Path) -> None:
     (root / "bucket" / "jobs").mkdir(parents=True)
     os.symlink(outside, root / "bucket" / "jobs" / "j1")
     scoped = ScopedStorage(local, "s3://bucket/jobs/j1/step/")
-    with pytest.raises(OutputPrefixViolation, match="outside the storage root"):
+    with pytest.raises(OutputPrefixViolation, match="outside"):
         scoped.write("", "result.json", b"{}")
     assert list(outside.iterdir()) == []
 
