@@ -43,7 +43,9 @@ def test_raw_json_message_ends_in_s3_postgres_and_next_queue(stack: Stack) -> No
     children = stack.receive_all("next")
     bodies = [json.loads(m["Body"]) for m in children]
     assert sorted(b["task_id"] for b in bodies) == ["r1-part-000", "r1-part-001", "r1-part-002"]
-    assert all(set(b) == {"job_id", "task_id", "input_uri", "output_prefix", "params", "trace_id"} for b in bodies)
+    assert all(
+        set(b) == {"job_id", "task_id", "input_uri", "output_prefix", "params", "trace_id"} for b in bodies
+    )
     assert len({b["trace_id"] for b in bodies}) == 1
     assert stack.depth("in") == 0 and stack.depth("dlq") == 0
 
