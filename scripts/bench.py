@@ -1249,7 +1249,8 @@ def draw_chart(results: dict[str, Any], path: Path) -> None:
         bottom = [0.0] * len(consumers)
         for op in ops:
             vals = [b["consumers"][c]["per_message_by_operation"].get(op, 0.0) for c in consumers]
-            ax_b.bar(consumers, vals, bottom=bottom, label=op)
+            short = [c.replace("kombu_worker_", "kw ").replace("_rb10", "\n+rb10") for c in consumers]
+            ax_b.bar(short, vals, bottom=bottom, label=op)
             bottom = [x + y for x, y in zip(bottom, vals, strict=True)]
         ax_b.axhline(TARGETS["b_requests_per_message"], ls="--", c="r", lw=1, label="target 0.3")
         ax_b.set_ylabel("SQS requests per processed message")
