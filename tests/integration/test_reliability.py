@@ -126,9 +126,8 @@ def test_overrun_grace_hands_task_back_and_second_signal_stops_at_once(stack: St
     stack.send("in", leaf(stack, "og1-a", sleep=60, started_dir=str(started)))
     proc = stack.start_worker(env=stack.env(KOMBU_WORKER_SHUTDOWN_GRACE_SECONDS="1"))
     wait_for(lambda: os.listdir(started), timeout=30)
-    begun = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(20) == 0 and time.monotonic() - begun < 15
+    assert proc.wait(20) == 0  # the step sleeps 60 s: only the 1 s grace can end it this soon
     assert stack.task_status("og1-a") == "PENDING"
     wait_for(lambda: _visible(stack) == 1, timeout=10)
     second = stack.start_worker(env=stack.env())

@@ -9,7 +9,6 @@ import hashlib
 import os
 import socket
 import threading
-import time
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -303,7 +302,6 @@ def test_one_lazily_created_client_shared_by_threads(moto_env: str, bucket: str)
 def test_unreachable_endpoint_is_backend_unavailable(moto_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{closed_port()}")
     storage = S3Storage(max_attempts=2, connect_timeout=1, read_timeout=2)
-    started = time.monotonic()
     for call in (
         lambda: storage.read("s3://bucket/key"),
         lambda: storage.open("s3://bucket/key"),
@@ -315,7 +313,6 @@ def test_unreachable_endpoint_is_backend_unavailable(moto_env: str, monkeypatch:
             call()
         assert SECRET not in str(info.value)
         assert SECRET not in repr(info.value.__cause__)
-    assert time.monotonic() - started < 30
 
 
 @pytest.fixture
