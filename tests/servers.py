@@ -17,14 +17,15 @@ run: any test running concurrently (e.g. under pytest-xdist) sees the outage too
 
 from __future__ import annotations
 
-import contextlib
+import importlib
+import importlib.util
 import json
 import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -51,6 +52,20 @@ PG_LOG_ENV = "KWS_TEST_PG_LOG"
 REGION = "us-east-1"
 DUMMY_KEY = "testing"
 
+
+def _load_services() -> Any:
+    """scripts/services.py owns process control for moto; tests reuse it rather than copy it."""
+    path = Path(__file__).parents[1] / "scripts" / "services.py"
+    spec = importlib.util.spec_from_file_location("kws_services", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look themselves up here
+    spec.loader.exec_module(module)
+    return module
+
+
+_services = _load_services()
+
 # Processes started by restart_moto(); kept referenced so that Popen does not warn on GC.
 _moto_processes: list[subprocess.Popen[bytes]] = []
 
@@ -61,6 +76,13 @@ _moto_processes: list[subprocess.Popen[bytes]] = []
 def in_ci() -> bool:
     """True when the ``CI`` environment variable says we run in CI (``true``/``1``/``yes``)."""
     return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
+
+
+def require_module(name: str) -> Any:
+    """Import an optional test dependency: skip locally when it is missing, fail under CI=true."""
+    if in_ci():
+        return importlib.import_module(name)
+    return pytest.importorskip(name, reason=f"{name} is not installed (scripts/test.sh installs it)")
 
 
 def moto_url() -> str | None:
@@ -151,17 +173,9 @@ def fresh_bucket(s3: Any, prefix: str) -> str:
 
 
 def moto_answers(url: str | None = None, timeout: float = 1.0) -> bool:
-    """True when moto's server answers HTTP at ``url`` (default: ``KWS_TEST_MOTO_URL``)."""
+    """True when moto's server answers (any status code counts)."""
     target = url or moto_url()
-    if target is None:
-        return False
-    try:
-        with urllib.request.urlopen(f"{target}/moto-api/", timeout=timeout):
-            return True
-    except urllib.error.HTTPError:
-        return True
-    except (OSError, ValueError):
-        return False
+    return bool(target) and _services.moto_answers(str(target), timeout)
 
 
 def wait_for_moto(url: str | None = None, timeout: float = 60.0) -> None:
@@ -173,48 +187,13 @@ def wait_for_moto(url: str | None = None, timeout: float = 60.0) -> None:
         time.sleep(0.05)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError, IndexError):
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        return state != "Z"
-    return True
-
-
-def _kill_moto(pid: int, argv: list[str], timeout: float = 10.0) -> None:
-    if not _pid_alive(pid):
-        return
-    with contextlib.suppress(OSError):
-        current = [
-            p.decode(errors="replace") for p in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if p
-        ]
-        if current != argv:
-            raise RuntimeError(f"pid {pid} is not the moto server {argv!r} but {current!r}")
-    try:
-        own_group = os.getpgid(pid) == pid and pid != os.getpgrp()
-    except ProcessLookupError:
-        return
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError):
-            if own_group:
-                os.killpg(pid, sig)
-            else:
-                os.kill(pid, sig)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            # Reap it if it is our child (a previous restart_moto), so it does not linger.
-            for proc in list(_moto_processes):
-                if proc.pid == pid and proc.poll() is not None:
-                    _moto_processes.remove(proc)
-            if not _pid_alive(pid):
-                return
-            time.sleep(0.05)
-    raise RuntimeError(f"could not kill moto server pid {pid}")
+def _kill_moto(pid: int, argv: list[str]) -> None:
+    """Stop the old server with the harness's own code, then reap it if it was our child."""
+    _services.kill_moto_pid(pid, argv)
+    for proc in list(_moto_processes):
+        if proc.pid == pid:
+            proc.wait(10)
+            _moto_processes.remove(proc)
 
 
 def restart_moto(down_seconds: float = 0.0, timeout: float = 60.0) -> str:

@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests import servers
+
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "worker-chart"
 CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
@@ -128,7 +130,7 @@ def render_error(helm: str, *args: str) -> str:
 
 def validate_core(rendered: Rendered) -> None:
     """Check core objects against the Kubernetes OpenAPI schemas (strict: no unknown fields)."""
-    kv = pytest.importorskip("kubernetes_validate")
+    kv = servers.require_module("kubernetes_validate")
     checked = 0
     for doc in rendered.docs:
         if doc["kind"] in CORE_KINDS:

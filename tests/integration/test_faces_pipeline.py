@@ -15,7 +15,7 @@ from kombu_worker_sdk.state import open_state
 from tests import servers
 from tests.integration.stack import REPO
 
-pytest.importorskip("cv2")
+servers.require_module("cv2")
 
 
 def test_demo_on_embedded_defaults(tmp_path: Path) -> None:

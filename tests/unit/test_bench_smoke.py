@@ -13,15 +13,16 @@ from pathlib import Path
 
 import pytest
 
+from tests import servers
+
 REPO = Path(__file__).parents[2]
 BENCH = REPO / "scripts" / "bench.py"
 
 
 @pytest.mark.slow
 def test_quick_overhead_section_writes_json_and_chart(tmp_path: Path) -> None:
-    pytest.importorskip("celery", reason="the bench extra (celery) is not installed")
-    pytest.importorskip("matplotlib", reason="the bench extra (matplotlib) is not installed")
-    pytest.importorskip("psutil", reason="the bench extra (psutil) is not installed")
+    for module in ("celery", "matplotlib", "psutil"):  # the bench extra
+        servers.require_module(module)
     out = tmp_path / "bench-out"
     proc = subprocess.run(
         [sys.executable, str(BENCH), "--quick", "--only", "a", "--messages", "200", "--out-dir", str(out)],
