@@ -85,9 +85,12 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
         return [consumer]
 
     def on_consume_ready(self, connection: Any, channel: Any, consumers: Any, **kwargs: Any) -> None:
-        prepare = getattr(self.deliveries, "prepare_channel", None)
-        if prepare is not None:
-            prepare(channel)
+        # Kombu's virtual transports restore every unacked message when the channel closes,
+        # which happens as soon as the consume loop ends, before in-flight tasks finish: a
+        # task that then completes DONE would also be redelivered. This worker settles every
+        # message it holds itself (ack, or release if unstarted), so Kombu must not.
+        channel.do_restore = False
+        channel.qos.restore_at_shutdown = False
         if not self.ready.is_set():
             self.ready.set()
             worker_ready.send(self.runtime.hooks, worker=self)

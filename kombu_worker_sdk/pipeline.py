@@ -10,6 +10,7 @@ can remove or reorder it.
 from __future__ import annotations
 
 import enum
+import math
 import random
 import time
 from collections.abc import Iterable, Sequence
@@ -216,7 +217,8 @@ class Pipeline:
         if isinstance(exc, SkipMessage):
             return Outcome(Disposition.ACK, reason=str(exc) or "skipped", error=exc)
         if isinstance(exc, RetryMessage):
-            return Outcome(Disposition.RETRY, exc.delay or backoff(run.attempt, config), str(exc), exc)
+            delay = retry_delay(exc.delay, config) if exc.delay else backoff(run.attempt, config)
+            return Outcome(Disposition.RETRY, delay, str(exc), exc)
         if isinstance(exc, BackendUnavailableError):
             return Outcome(Disposition.RETRY, backoff(run.attempt, config), describe(exc), exc)
         permanent = (RejectMessage, MessageError, PermanentError, ObjectNotFoundError)
@@ -276,7 +278,18 @@ def _safe_hash(run: TaskRun) -> str | None:
 def backoff(attempt: int, config: WorkerConfig) -> float:
     """Exponential backoff with jitter: base·2^(attempt-1), capped, scaled by U(0.5, 1)."""
     ceiling = min(config.retry_backoff_max_seconds, config.retry_backoff_seconds * 2.0 ** max(attempt - 1, 0))
-    return round(ceiling * random.uniform(0.5, 1.0), 3)
+    return retry_delay(ceiling * random.uniform(0.5, 1.0), config)
+
+
+def retry_delay(seconds: float, config: WorkerConfig) -> float:
+    """The delay the broker will really apply, so "will retry in Ns" is true.
+
+    SQS visibility is whole seconds (ChangeMessageVisibility truncates 0.8 to 0, an
+    immediate retry), so off the embedded transports a delay rounds up, to at least 1 s.
+    """
+    if config.is_embedded_broker:
+        return round(seconds, 3)
+    return float(max(1, math.ceil(seconds)))
 
 
 def describe(exc: BaseException) -> str:

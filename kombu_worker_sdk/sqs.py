@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import threading
@@ -229,7 +230,9 @@ class SqsDelivery(Delivery):
         return handle
 
     def retry_in(self, delay: float) -> bool:
-        self._settle(lambda: self._set_visibility(int(min(max(delay, 0), SQS_MAX_VISIBILITY))))
+        # Whole seconds, rounded up: int(0.8) would make the message visible at once.
+        seconds = min(max(math.ceil(delay), 1), SQS_MAX_VISIBILITY)
+        self._settle(lambda: self._set_visibility(seconds))
         return True
 
     def extend(self, seconds: int) -> None:
@@ -279,12 +282,6 @@ class SqsDeliveries:
 
     def close(self) -> None:
         self.acks.close()
-
-    def prepare_channel(self, channel: Any) -> None:
-        # Kombu restores unacked messages at shutdown by publishing copies; on SQS that
-        # duplicates work and resets the receive count. The worker releases them instead.
-        channel.do_restore = False
-        channel.qos.restore_at_shutdown = False
 
 
 def sqs_delivery_factory(runtime: Any) -> SqsDeliveries:
