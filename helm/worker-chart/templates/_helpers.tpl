@@ -348,10 +348,10 @@ The aws-sqs-queue trigger shared by the ScaledObject and the ScaledJob.
 {{- $queueLength := $k.queueLength }}
 {{- if include "kombu-worker.scaledJobMode" . }}{{ $queueLength = $k.scaledJob.maxMessages }}{{ end -}}
 - type: aws-sqs-queue
-  {{- if eq $k.authentication "podIdentity" }}
+  {{- /* KEDA >= 2.13: the identity lives in a TriggerAuthentication, never in the trigger's
+  metadata (`identityOwner: operator` there is deprecated since 2.13). */}}
   authenticationRef:
     name: {{ include "kombu-worker.fullname" . }}
-  {{- end }}
   metadata:
     queueURL: {{ $k.queueURL | default (include "kombu-worker.queueURL" .) | quote }}
     queueLength: {{ $queueLength | quote }}
@@ -359,7 +359,61 @@ The aws-sqs-queue trigger shared by the ScaledObject and the ScaledJob.
     awsRegion: {{ required "aws.region is required for the KEDA trigger" $v.aws.region | quote }}
     scaleOnInFlight: {{ $k.scaleOnInFlight | quote }}
     scaleOnDelayed: {{ $k.scaleOnDelayed | quote }}
-    {{- if eq $k.authentication "operator" }}
-    identityOwner: operator
-    {{- end }}
+{{- end }}
+
+{{/*
+The ServiceAccount's IRSA role ARN as the chart renders it ("" when the chart creates no
+ServiceAccount, or creates one without the eks.amazonaws.com/role-arn annotation).
+*/}}
+{{- define "kombu-worker.serviceAccountRole" -}}
+{{- if .Values.serviceAccount.create }}
+{{- .Values.serviceAccount.roleArn | default (get (.Values.serviceAccount.annotations | default dict) "eks.amazonaws.com/role-arn") }}
+{{- end }}
+{{- end }}
+
+{{/*
+Whose AWS identity KEDA uses to read the queue: "keda" (the KEDA operator's own), "workload"
+(the worker ServiceAccount's IRSA role, read by KEDA from its eks.amazonaws.com/role-arn
+annotation), "role" (keda.podIdentity.roleArn, assumed by KEDA) or "" (identityOwner left
+unset: KEDA's own default, keda). `auto` picks workload only when the chart's ServiceAccount
+carries a role: KEDA fails with "annotation 'eks.amazonaws.com/role-arn' not found" otherwise.
+*/}}
+{{- define "kombu-worker.kedaIdentity" -}}
+{{- $p := .Values.keda.podIdentity }}
+{{- $role := include "kombu-worker.serviceAccountRole" . }}
+{{- if eq .Values.keda.authentication "operator" }}keda
+{{- else if $p.roleArn }}role
+{{- else if eq $p.identityOwner "auto" }}{{ if $role }}workload{{ else }}keda{{ end }}
+{{- else if eq $p.identityOwner "workload" }}
+{{- if and .Values.serviceAccount.create (not $role) }}
+{{- fail "keda.podIdentity.identityOwner=workload needs serviceAccount.roleArn (KEDA reads the IRSA role from the ServiceAccount's eks.amazonaws.com/role-arn annotation): set it, or use identityOwner=keda" }}
+{{- end }}workload
+{{- else }}{{ $p.identityOwner }}
+{{- end }}
+{{- end }}
+
+{{/*
+Refuse, in one line each, values that render but that Kubernetes or KEDA rejects on apply.
+*/}}
+{{- define "kombu-worker.validate" -}}
+{{- $k := .Values.keda }}
+{{- if and $k.enabled (gt (int $k.minReplicaCount) (int $k.maxReplicaCount)) }}
+{{- fail (printf "keda.minReplicaCount (%d) must not exceed keda.maxReplicaCount (%d): KEDA rejects the %s" (int $k.minReplicaCount) (int $k.maxReplicaCount) $k.mode) }}
+{{- end }}
+{{- $name := default .Release.Name .Values.fullnameOverride }}
+{{- if and $k.enabled (not (include "kombu-worker.scaledJobMode" .)) (gt (len $name) 54) }}
+{{- fail (printf "fullnameOverride %q is %d characters; at most 54 fit, because KEDA names the HPA keda-hpa-<name> and Kubernetes names are at most 63" $name (len $name)) }}
+{{- end }}
+{{- $res := include "kombu-worker.resources" . | fromYaml }}
+{{- $requests := get $res "requests" | default dict }}
+{{- $limits := get $res "limits" | default dict }}
+{{- range $gpu := list "nvidia.com/gpu" }}
+{{- if hasKey $requests $gpu }}
+{{- if not (hasKey $limits $gpu) }}
+{{- fail (printf "resources.requests.%s is set without resources.limits.%s: Kubernetes requires a GPU in limits (requests may be left out, and then equal limits)" $gpu $gpu) }}
+{{- else if ne (toString (get $requests $gpu)) (toString (get $limits $gpu)) }}
+{{- fail (printf "resources.requests.%s (%v) differs from resources.limits.%s (%v): Kubernetes requires them equal (or leave requests out)" $gpu (get $requests $gpu) $gpu (get $limits $gpu)) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end }}
