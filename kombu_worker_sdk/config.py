@@ -252,7 +252,7 @@ class WorkerConfig(BaseModel):
         sources = self.sources
         lines = []
         for key in sorted(values):
-            first, *rest = yaml.safe_dump({key: values[key]}, sort_keys=False).splitlines()
+            first, *rest = yaml.safe_dump({key: values[key]}, sort_keys=False, width=1_000_000).splitlines()
             lines.extend([f"{first}  # {sources.get(key, BUILT_IN)}", *rest])
         return "\n".join(lines) + "\n"
 
