@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-import yaml
 
 from .config import WorkerConfig, load_config, mask_url
 from .errors import WorkerSDKError
@@ -178,9 +177,9 @@ def config_group() -> None:
 @config_options
 @one_line_errors
 def config_show(config_name: str | None, config_dir: str | None) -> None:
-    """Print the merged config (YAML + env), with secrets masked."""
+    """Print the config in use (YAML + env), secrets masked, each value with its source."""
     config = build_config(config_name, config_dir)
-    click.echo(yaml.safe_dump(config.masked(), sort_keys=True), nl=False)
+    click.echo(config.show(), nl=False)
 
 
 @main.group("db")

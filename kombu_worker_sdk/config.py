@@ -6,17 +6,35 @@ named by WORKER_CONFIG (``vastra`` → ``config/vastra.yaml``, or a path),
 NEXT_QUEUE_URL, BUCKET, DB_DSN), ``KOMBU_WORKER_<KEY>`` variables, and finally
 command-line flags. Every layer is checked key by key, so an error names the
 file (or variable) and the key.
+
+Backends follow the form of the configuration (see :data:`BACKEND_RULES`): an
+``https://`` queue URL means the SQS broker and ``BUCKET`` means S3 storage,
+unless ``broker_url`` / ``storage_url`` is set; a set value that contradicts
+that form is refused in one line naming both sources. Only when nothing names
+a production backend do the embedded defaults (``filesystem://``, ``file://``
+and SQLite under ``data_dir``) apply. ``load_config`` records where every value
+came from in :attr:`WorkerConfig.sources` (what ``kombu-worker config show`` prints).
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 
 from .errors import ConfigError
 
@@ -36,6 +54,30 @@ QUEUES_FILE_KEYS = {"input_queue": "queue", "next_queue": "next_queue", "dlq": "
 _SECRET_IN_URL = re.compile(r"(?P<scheme>[a-z0-9+]+://)(?P<user>[^:/@]*):(?P<pw>[^@/]*)@", re.I)
 _PASSWORD_PARAM = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", re.I)
 SECRET_KEYS = ("password", "secret", "token")
+BUILT_IN = "built-in default"
+QUEUE_KEYS = ("queue", "next_queue", "dead_letter_queue")
+
+
+def is_sqs_queue_url(value: Any) -> bool:
+    """SQS names queues by URL (``https://sqs.REGION.amazonaws.com/ACCOUNT/NAME``, or http:// locally)."""
+    return isinstance(value, str) and value.startswith(("https://", "http://"))
+
+
+@dataclass(frozen=True)
+class BackendRule:
+    """A backend key that, when unset, follows the form of other settings."""
+
+    key: str  # the backend key: broker_url or storage_url
+    implied: str  # the URL those settings imply
+    by: tuple[str, ...]  # the keys whose value implies it, first match wins
+    form: str  # how to name such a value in an error
+    matches: Callable[[Any], bool]
+
+
+BACKEND_RULES = (
+    BackendRule("broker_url", "sqs://", QUEUE_KEYS, "an SQS queue URL", is_sqs_queue_url),
+    BackendRule("storage_url", "s3://", ("bucket",), "an S3 bucket", bool),
+)
 
 
 class StageSpec(BaseModel):
@@ -55,7 +97,7 @@ class WorkerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     # Where messages come from and go to.
-    broker_url: str = Field(default="filesystem://", repr=False)
+    broker_url: str | None = Field(default=None, repr=False)  # None: follows the queue's form
     queue: str = "tasks"
     next_queue: str | None = None
     dead_letter_queue: str | None = None
@@ -89,15 +131,57 @@ class WorkerConfig(BaseModel):
     health_port: int | None = Field(default=None, ge=0, le=65535)
     worker_id: str | None = None
 
+    # Where each value came from; load_config fills it, users cannot set it.
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)
+
     @model_validator(mode="after")
     def _check_dirs(self) -> WorkerConfig:
         if self.retry_backoff_max_seconds < self.retry_backoff_seconds:
             raise ValueError("retry_backoff_max_seconds must be >= retry_backoff_seconds")
         return self
 
+    @model_validator(mode="after")
+    def _check_backends(self, info: ValidationInfo) -> WorkerConfig:
+        """Refuse a backend set against the form of another setting (raised as is, one line)."""
+        if info.context and "sources" in info.context:
+            self._sources = dict(info.context["sources"])
+        for rule in BACKEND_RULES:
+            explicit, by = getattr(self, rule.key), self._implied_by(rule)
+            if explicit and by and _scheme(explicit) != _scheme(rule.implied):
+                raise ConfigError(
+                    f"{self._says(by, rule.form)} but {self._says(rule.key)}: unset {rule.key} "
+                    f"(it follows {by}) or set it to {rule.implied}"
+                )
+        return self
+
+    def _implied_by(self, rule: BackendRule) -> str | None:
+        return next((key for key in rule.by if rule.matches(getattr(self, key))), None)
+
+    def _says(self, key: str, form: str | None = None) -> str:
+        """``$QUEUE_URL is an SQS queue URL (https://…)`` / ``config/x.yaml sets broker_url: …``."""
+        value, source = mask_url(str(getattr(self, key))), self._sources.get(key)
+        if form is None:
+            return f"{source} sets {key}: {value}" if source else f"{key} is {value}"
+        if source and source.startswith("$"):
+            return f"{source} is {form} ({value})"
+        return f"{source} sets {key} to {form} ({value})" if source else f"{key} is {form} ({value})"
+
+    def _backend(self, rule: BackendRule) -> tuple[str | None, str | None]:
+        """(url, key that chose it): the key itself when set, the implying key, or (None, None)."""
+        explicit, by = getattr(self, rule.key), self._implied_by(rule)
+        if explicit:
+            return explicit, rule.key
+        return (rule.implied, by) if by else (None, None)
+
+    @property
+    def effective_broker_url(self) -> str:
+        """``broker_url``, else ``sqs://`` for an SQS queue URL, else the embedded transport."""
+        return self._backend(BACKEND_RULES[0])[0] or "filesystem://"
+
     @property
     def effective_storage_url(self) -> str:
-        return self.storage_url or f"file://{(self.data_dir / 'storage').resolve()}"
+        """``storage_url``, else ``s3://`` when BUCKET is set, else files under data_dir."""
+        return self._backend(BACKEND_RULES[1])[0] or f"file://{(self.data_dir / 'storage').resolve()}"
 
     @property
     def effective_db_dsn(self) -> str:
@@ -126,12 +210,55 @@ class WorkerConfig(BaseModel):
 
     @property
     def is_embedded_broker(self) -> bool:
-        return self.broker_url.split("://", 1)[0] in {"filesystem", "memory"}
+        return _scheme(self.effective_broker_url) in {"filesystem", "memory"}
+
+    @property
+    def is_sqs_broker(self) -> bool:
+        return _scheme(self.effective_broker_url) == "sqs"
+
+    @property
+    def backend_urls(self) -> dict[str, str]:
+        """The broker, storage and state URLs actually in use (unmasked)."""
+        return {
+            "broker_url": self.effective_broker_url,
+            "storage_url": self.effective_storage_url,
+            "db_dsn": self.effective_db_dsn,
+        }
+
+    @property
+    def sources(self) -> dict[str, str]:
+        """Where each value came from: a file, ``$VAR``, ``command line``, the built-in
+        default, or ``derived from $QUEUE_URL`` for a backend that follows another key."""
+        found = {
+            key: self._sources.get(key) or ("set in code" if key in self.model_fields_set else BUILT_IN)
+            for key in type(self).model_fields
+        }
+        for rule in BACKEND_RULES:
+            _url, by = self._backend(rule)
+            if by and by != rule.key:
+                source = found[by]
+                found[rule.key] = f"derived from {source if source.startswith('$') else f'{by} ({source})'}"
+        return found
 
     def masked(self) -> dict[str, Any]:
         """The config as plain data with every password and secret masked."""
         masked: dict[str, Any] = mask_secrets(self.model_dump(mode="json", by_alias=True))
         return masked
+
+    def show(self) -> str:
+        """YAML of the values in use (backends resolved), secrets masked, each line
+        commented with where the value came from: what ``kombu-worker config show`` prints."""
+        values = mask_secrets({**self.model_dump(mode="json", by_alias=True), **self.backend_urls})
+        sources = self.sources
+        lines = []
+        for key in sorted(values):
+            first, *rest = yaml.safe_dump({key: values[key]}, sort_keys=False, width=1_000_000).splitlines()
+            lines.extend([f"{first}  # {sources.get(key, BUILT_IN)}", *rest])
+        return "\n".join(lines) + "\n"
+
+
+def _scheme(url: str) -> str:
+    return url.split("://", 1)[0].lower()
 
 
 def mask_secrets(value: Any) -> Any:
@@ -176,7 +303,7 @@ def load_config(
             merged[key] = value
             origin[key] = source
     try:
-        return WorkerConfig.model_validate(merged)
+        return WorkerConfig.model_validate(merged, context={"sources": origin})
     except ValidationError as exc:
         err = exc.errors()[0]
         key = str(err["loc"][0]) if err["loc"] else "?"

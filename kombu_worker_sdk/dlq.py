@@ -21,7 +21,7 @@ from .runtime import broker_connection
 
 def redrive(config: WorkerConfig, *, limit: int | None = None) -> int:
     """Move up to ``limit`` dead letters (all, when None) back; returns how many moved."""
-    if config.broker_url.startswith("sqs://"):
+    if config.is_sqs_broker:
         return _redrive_sqs(config, limit)
     return _redrive_embedded(config, limit)
 
@@ -67,7 +67,9 @@ def _entry(entry_id: str, body: str, url: str) -> dict[str, Any]:
 def _redrive_embedded(config: WorkerConfig, limit: int | None) -> int:
     publisher = KombuPublisher(broker_connection(config), config.max_message_bytes)
     moved = 0
-    with Connection(config.broker_url, transport_options=broker_connection(config).transport_options) as conn:
+    with Connection(
+        config.effective_broker_url, transport_options=broker_connection(config).transport_options
+    ) as conn:
         queue = conn.SimpleQueue(config.effective_dead_letter_queue)
         try:
             while limit is None or moved < limit:

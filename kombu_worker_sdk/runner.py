@@ -15,7 +15,7 @@ import threading
 from types import FrameType
 from typing import Any
 
-from .config import WorkerConfig
+from .config import WorkerConfig, mask_url
 from .consumer import Worker
 from .logs import configure_logging
 from .observability import METRICS, HealthServer
@@ -43,9 +43,7 @@ def serve(config: WorkerConfig, hooks: Any, *, max_messages: int | None = None) 
     if health is not None:
         health.start()
         runtime.logger.info("health and metrics on port %d", health.port)
-    runtime.logger.info(
-        "worker %s started: hooks=%s queue=%s", runtime.worker_id, runtime.hooks_path, config.queue
-    )
+    log_started(runtime)
     try:
         worker.run()
     finally:
@@ -62,6 +60,32 @@ def serve(config: WorkerConfig, hooks: Any, *, max_messages: int | None = None) 
     return 0
 
 
+def log_started(runtime: Any) -> None:
+    """Name the backends actually in use (passwords masked), so a worker that fell back
+    to a local folder says so in its first line; warn when a remote broker has local state."""
+    config: WorkerConfig = runtime.config
+    urls = {key: mask_url(url) for key, url in config.backend_urls.items()}
+    runtime.logger.info(
+        "worker %s started: hooks=%s queue=%s broker=%s storage=%s state=%s",
+        runtime.worker_id,
+        runtime.hooks_path,
+        mask_url(config.queue),
+        urls["broker_url"],
+        urls["storage_url"],
+        urls["db_dsn"],
+    )
+    local = [
+        f"{what} {urls[key]}"
+        for key, what in (("storage_url", "storage"), ("db_dsn", "state"))
+        if urls[key].startswith(("file://", "memory://", "sqlite://"))
+    ]
+    if config.is_sqs_broker and local:
+        runtime.logger.warning(
+            "SQS broker with local %s: not shared with other workers; set BUCKET and DB_DSN",
+            " and ".join(local),
+        )
+
+
 def flush_and_exit(code: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
@@ -70,7 +94,7 @@ def flush_and_exit(code: int) -> None:
 
 def delivery_factory(runtime: Any) -> Any:
     """SQS needs its own delivery (visibility, receive count); embedded uses the default."""
-    if runtime.config.broker_url.startswith("sqs://"):
+    if runtime.config.is_sqs_broker:
         from .sqs import sqs_delivery_factory
 
         return sqs_delivery_factory(runtime)

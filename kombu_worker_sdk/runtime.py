@@ -1,7 +1,9 @@
 """Wiring: build the services a worker needs from its config, and start them.
 
-Backends are chosen by URL (``broker_url``, ``storage_url``, ``db_dsn``), so the
-embedded defaults and the production backends share one code path.
+Backends are chosen by URL (the config's ``effective_broker_url``,
+``effective_storage_url`` and ``effective_db_dsn``, which follow the queue's and
+the bucket's form when unset), so the embedded defaults and the production
+backends share one code path. Only an embedded backend touches ``data_dir``.
 """
 
 from __future__ import annotations
@@ -64,8 +66,9 @@ def new_worker_id() -> str:
 
 
 def broker_connection(config: WorkerConfig) -> Connection:
-    """A Kombu connection for ``broker_url``; embedded queues live under data_dir."""
-    scheme = config.broker_url.split("://", 1)[0]
+    """A Kombu connection for the broker in use; embedded queues live under data_dir."""
+    url = config.effective_broker_url
+    scheme = url.split("://", 1)[0]
     options: dict[str, Any] = {}
     if scheme == "filesystem":
         folder = (config.data_dir / "queue").resolve()
@@ -83,16 +86,16 @@ def broker_connection(config: WorkerConfig) -> Connection:
 
         options = sqs_transport_options(config)
     else:
-        raise ConfigError(f"broker_url {config.broker_url!r}: use filesystem://, memory:// or sqs://")
+        raise ConfigError(f"broker_url {url!r}: use filesystem://, memory:// or sqs://")
     if scheme == "sqs":
         from .sqs_transport import RawBodyTransport
 
-        return Connection(config.broker_url, transport=RawBodyTransport, transport_options=options)
-    return Connection(config.broker_url, transport_options=options)
+        return Connection(url, transport=RawBodyTransport, transport_options=options)
+    return Connection(url, transport_options=options)
 
 
 def default_publisher(config: WorkerConfig) -> Publisher:
-    if config.broker_url.startswith("sqs://"):
+    if config.is_sqs_broker:
         from .sqs import SqsPublisher
 
         return SqsPublisher(config)

@@ -18,7 +18,7 @@ def test_shipped_configs_all_load() -> None:
         assert config.queue
     assert load_config("vastra", config_dir=REPO_CONFIG, env={}).batch_size == 8
     assert load_config(None, config_dir=REPO_CONFIG, env={"WORKER_CONFIG": "ytbot"}).concurrency == 16
-    assert load_config(None, config_dir=REPO_CONFIG, env={}).broker_url == "filesystem://"
+    assert load_config(None, config_dir=REPO_CONFIG, env={}).effective_broker_url == "filesystem://"
 
 
 def test_layers_merge_in_order(tmp_path: Path) -> None:
