@@ -67,6 +67,8 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
         self._batch: list[Delivery] = []
         self._batch_timer: threading.Timer | None = None
         self._held: dict[Delivery, threading.Timer] = {}
+        self._started: set[Delivery] = set()  # handed to the pipeline: finish them, never release
+        self._unfinished: list[Delivery] | None = None  # set once the stop has drained
         # Hooks never run on the consuming thread, even at concurrency 1: it must stay free
         # to notice a stop and enforce the shutdown grace while a long step runs.
         self._executor = ThreadPoolExecutor(config.concurrency, "kombu-worker")
@@ -103,6 +105,15 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
         limit = config.effective_prefetch - config.receive_slots
         with self.capacity:
             self.capacity.wait_for(lambda: self.should_stop or len(self.inflight) <= limit, timeout=1.0)
+
+    def on_consume_end(self, connection: Any, channel: Any) -> None:
+        """On a stop, drain while the channel is still open.
+
+        Embedded transports can only settle a message through the channel that received
+        it, and Kombu closes it right after this call.
+        """
+        if self.should_stop:
+            self._drain(self.runtime.config.shutdown_grace_seconds)
 
     def on_connection_error(self, exc: BaseException, interval: float) -> None:
         self.runtime.logger.warning("broker unreachable (%s); retrying in %.1fs", describe(exc), interval)
@@ -193,7 +204,11 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
     # -- processing and settling -----------------------------------------
     def process(self, deliveries: list[Delivery]) -> None:
         """Run the pipeline over deliveries and settle each; never raises."""
-        if self.should_stop:  # prefetched but not started before the stop: give them back
+        with self.lock:
+            stopping = self.should_stop
+            if not stopping:
+                self._started.update(deliveries)
+        if stopping:  # prefetched but not started before the stop: give them back
             for delivery in deliveries:
                 self._release(delivery)
             return
@@ -297,6 +312,7 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
             if delivery in self.inflight:
                 METRICS.inflight(-1)
             self.inflight.discard(delivery)
+            self._started.discard(delivery)
             self.capacity.notify_all()
             if counted:
                 self.settled += 1
@@ -311,29 +327,42 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
         Returns the deliveries still running when the grace period ran out.
         """
         self.should_stop = True
-        self.flush_batch()
-        with self.lock:
-            futures = set(self._futures)
-            held = dict(self._held)
-            self._held.clear()
-        for delivery, timer in held.items():
-            timer.cancel()
-            self._release(delivery)
-        if futures:
-            wait(futures, timeout=grace_seconds)
+        unfinished = self._unfinished if self._unfinished is not None else self._drain(grace_seconds)
         self._executor.shutdown(wait=False, cancel_futures=True)
         self.heartbeat.stop()
         close = getattr(self.deliveries, "close", None)
         if close is not None:
             close()  # e.g. flush batched acks
+        worker_shutdown.send(self.runtime.hooks, worker=self, unfinished=len(unfinished))
+        return unfinished
+
+    def _drain(self, grace_seconds: float) -> list[Delivery]:
+        """Release what has not started, wait up to the grace for what has, hand back the rest."""
+        self.should_stop = True
+        with self.lock:
+            futures = set(self._futures)
+            held = dict(self._held)
+            self._held.clear()
+            unstarted = [d for d in self.inflight if d not in self._started and d not in held]
+        for delivery, timer in held.items():
+            timer.cancel()
+            self._release(delivery)
+        for delivery in unstarted:
+            self._release(delivery)
+        self.flush_batch()
+        if futures:
+            wait(futures, timeout=grace_seconds)
         with self.lock:
             unfinished = [d for d in self.inflight if not d.settled]
-        worker_shutdown.send(self.runtime.hooks, worker=self, unfinished=len(unfinished))
+        self.abandon(unfinished)
+        self._unfinished = unfinished
         return unfinished
 
     def abandon(self, deliveries: list[Delivery]) -> None:
         """After the grace period: release running messages and hand their tasks back."""
         for delivery in deliveries:
+            if delivery.settled:
+                continue
             run = delivery.run
             if run is not None and run.claim is not None and run.task_id:
                 try:
