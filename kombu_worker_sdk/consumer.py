@@ -218,14 +218,15 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
         try:
             if isinstance(outcome.error, BackendUnavailableError):
                 self._note_outage(outcome.error)
-                self._hold(delivery, self._outage_delay(delivery))
+                self._hold(delivery, self._hold_backoff(delivery))
                 return
             self._note_recovery()
             if isinstance(outcome.error, HoldMessage):
-                # Another worker holds the task: wait here until its lease ends. Through SQS
+                # Another worker holds the task: wait here, looking again with a growing backoff
+                # (the holder may finish soon) but never after its lease ends. Through SQS
                 # (ChangeMessageVisibility, redelivery) each look would raise
                 # ApproximateReceiveCount, and the redrive policy would dead-letter a healthy task.
-                self._hold(delivery, outcome.delay)
+                self._hold(delivery, min(outcome.delay, self._hold_backoff(delivery)))
                 return
             if outcome.disposition is Disposition.ACK:
                 fault_point("after_publish")
@@ -264,7 +265,8 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
             self.runtime.logger.warning("backends reachable again after %.1fs", time.monotonic() - since)
 
     @staticmethod
-    def _outage_delay(delivery: Delivery) -> float:
+    def _hold_backoff(delivery: Delivery) -> float:
+        """A growing, jittered delay for in-process holds (outages, held tasks)."""
         delivery.holds += 1
         return min(MAX_OUTAGE_BACKOFF, 0.25 * 2.0**delivery.holds) * random.uniform(0.75, 1.0)
 

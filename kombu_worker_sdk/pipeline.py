@@ -254,7 +254,7 @@ def record_failure(run: TaskRun, error: BaseException) -> None:
         run.log.debug("backend unavailable: %s", reason)  # the consumer logs one line per outage
         return
     if isinstance(error, HoldMessage):  # not a failure: the copy waits for the holder's lease
-        run.log.info("waiting %.1fs in-process: %s", run.outcome.delay, reason)
+        run.log.info("%s (its lease ends in %.1fs): waiting in-process", reason, run.outcome.delay)
         return
     try:
         if run.outcome.disposition is Disposition.DEAD_LETTER:

@@ -144,7 +144,7 @@ def test_a_held_copy_of_a_task_a_live_worker_finishes_is_acked_without_running(
     try:
         running.send(body)
         # The copy is kept in-process (still in flight, so the heartbeat keeps it) and looks
-        # again when the holder's lease would end (at most one lease of its own), several times.
+        # again, with a growing backoff capped by the holder's lease, several times.
         delivery = wait_for(lambda: next(iter(running.worker._held), None), timeout=15)
         assert delivery in running.worker.inflight
         for _ in range(3):
