@@ -22,26 +22,33 @@ def recovery(
 
     Kills before a claim (after_receive) or after the commit (the task already DONE)
     leave no claim: their message comes back after the visibility timeout, lease or not.
+    When the worker that picked a task up was killed too, the earlier kill's recovery ended
+    at that pick-up: only the task's last kill is timed to DONE (``superseded`` counts the rest;
+    ``chain_max_seconds`` is the longest time from a first kill to DONE).
     """
     killed_at = {int(row[1]): float(row[2]) for row in kill_records(faults_log) if len(row) >= 3}
     done_at = dict(stack.query("SELECT task_id, updated_at FROM kw_tasks WHERE status = 'DONE'"))
-    samples: list[float] = []
-    unrecovered: list[str] = []
+    kills_by_task: dict[str, list[float]] = {}
     for death in sup.killed:
-        at = killed_at.get(death.pid, death.noticed_at)
         for task in death.claims:
-            if task in done_at:
-                samples.append(round(float(done_at[task]) - at, 2))
-            else:
-                unrecovered.append(task)
+            kills_by_task.setdefault(task, []).append(killed_at.get(death.pid, death.noticed_at))
+    samples, chains, unrecovered = [], [], []
+    for task, times in kills_by_task.items():
+        if task not in done_at:
+            unrecovered.append(task)
+            continue
+        samples.append(round(float(done_at[task]) - max(times), 2))
+        chains.append(round(float(done_at[task]) - min(times), 2))
     target = visibility + step_seconds + RECOVERY_SLACK_SECONDS
     return {
         "kills_leaving_a_claim": sum(1 for d in sup.killed if d.claims),
         "kills_leaving_no_claim": sum(1 for d in sup.killed if not d.claims),
         "claims_recovered": len(samples),
-        "claims_unrecovered": unrecovered,
+        "claims_unrecovered": sorted(unrecovered),
+        "superseded": sum(len(t) for t in kills_by_task.values()) - len(kills_by_task),
         "p50_seconds": round(statistics.median(samples), 2) if samples else None,
         "max_seconds": max(samples) if samples else None,
+        "chain_max_seconds": max(chains) if chains else None,
         "target_max_seconds": target,
         "within_target": bool(samples) and max(samples) <= target and not unrecovered,
         "samples_seconds": sorted(samples),
@@ -54,9 +61,15 @@ def recovery_line(rec: dict[str, Any]) -> str:
         return f"recovery: no kill left a claim behind (visibility timeout {rec['visibility_timeout']}s)"
     verdict = "within target" if rec["within_target"] else "OVER TARGET"
     return (
-        f"recovery (kill -> DONE elsewhere, {rec['claims_recovered']} claims, "
+        f"recovery (kill -> DONE elsewhere, {rec['claims_recovered']} tasks, "
         f"visibility timeout {rec['visibility_timeout']}s): p50 {rec['p50_seconds']}s, "
         f"max {rec['max_seconds']}s; target max <= {rec['target_max_seconds']:.0f}s: {verdict}"
+        + (
+            f" ({rec['superseded']} earlier kill(s) of a re-killed task not timed; "
+            f"first kill to DONE at most {rec['chain_max_seconds']}s)"
+            if rec["superseded"]
+            else ""
+        )
         + (f"; never DONE: {rec['claims_unrecovered']}" if rec["claims_unrecovered"] else "")
     )
 
