@@ -50,6 +50,11 @@ SEED_ENV = {
 ENV_PREFIX = "KOMBU_WORKER_"
 #: Variables under the prefix that are not config keys (fault injection, see faults.py).
 NOT_CONFIG_ENV = frozenset({"KOMBU_WORKER_FAULTS", "KOMBU_WORKER_FAULTS_LOG"})
+#: Keys that were removed, with what to set instead: refused, never silently ignored.
+RETIRED_KEYS = {
+    "lease_seconds": "a claim's lease is now one visibility_timeout, extended by the heartbeat "
+    "while the task runs; remove lease_seconds and set visibility_timeout instead",
+}
 QUEUES_FILE_KEYS = {"input_queue": "queue", "next_queue": "next_queue", "dlq": "dead_letter_queue"}
 _SECRET_IN_URL = re.compile(r"(?P<scheme>[a-z0-9+]+://)(?P<user>[^:/@]*):(?P<pw>[^@/]*)@", re.I)
 _PASSWORD_PARAM = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", re.I)
@@ -116,7 +121,6 @@ class WorkerConfig(BaseModel):
     max_attempts: int = Field(default=3, ge=1, le=100)
     retry_backoff_seconds: float = Field(default=1.0, ge=0)
     retry_backoff_max_seconds: float = Field(default=300.0, ge=0)
-    lease_seconds: int = Field(default=300, ge=1)
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
     max_message_bytes: int = Field(default=262_144, ge=1024, le=1_048_576)
     # SQS specifics.
@@ -193,6 +197,15 @@ class WorkerConfig(BaseModel):
             return self.dead_letter_queue
         base, fifo = (self.queue[:-5], ".fifo") if self.queue.endswith(".fifo") else (self.queue, "")
         return f"{base}-dlq{fifo}"
+
+    @property
+    def claim_lease_seconds(self) -> int:
+        """How long a claim lasts without a heartbeat: one visibility timeout (at least 1 s).
+
+        The heartbeat pushes it with the visibility, so a crashed worker's claim has
+        expired by the time SQS shows its message to another worker.
+        """
+        return max(self.visibility_timeout, 1)
 
     @property
     def effective_prefetch(self) -> int:
@@ -298,6 +311,8 @@ def load_config(
     origin: dict[str, str] = {}
     for source, data in layers:
         for key, value in data.items():
+            if key in RETIRED_KEYS:
+                raise ConfigError(f"{source}: key {key!r} is no longer supported: {RETIRED_KEYS[key]}")
             if key not in WorkerConfig.model_fields:
                 raise ConfigError(f"{source}: unknown config key {key!r}")
             merged[key] = value

@@ -22,7 +22,7 @@ from kombu.message import Message
 from kombu.mixins import ConsumerMixin
 
 from .delivery import Delivery, EmbeddedDelivery
-from .errors import BackendUnavailableError
+from .errors import BackendUnavailableError, HoldMessage
 from .faults import fault_point
 from .heartbeat import Heartbeat
 from .observability import METRICS
@@ -72,9 +72,7 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
         # Hooks never run on the consuming thread, even at concurrency 1: it must stay free
         # to notice a stop and enforce the shutdown grace while a long step runs.
         self._executor = ThreadPoolExecutor(config.concurrency, "kombu-worker")
-        self.heartbeat = Heartbeat(
-            self, visibility_timeout=config.visibility_timeout, lease_seconds=config.lease_seconds
-        )
+        self.heartbeat = Heartbeat(self, config)
 
     # -- Kombu's side ---------------------------------------------------
     def get_consumers(self, consumer_cls: type[Consumer], channel: Any) -> list[Consumer]:
@@ -238,9 +236,16 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
         try:
             if isinstance(outcome.error, BackendUnavailableError):
                 self._note_outage(outcome.error)
-                self._hold(delivery, self._outage_delay(delivery))
+                self._hold(delivery, self._hold_backoff(delivery))
                 return
             self._note_recovery()
+            if isinstance(outcome.error, HoldMessage):
+                # Another worker holds the task: wait here, looking again with a growing backoff
+                # (the holder may finish soon) but never after its lease ends. Through SQS
+                # (ChangeMessageVisibility, redelivery) each look would raise
+                # ApproximateReceiveCount, and the redrive policy would dead-letter a healthy task.
+                self._hold(delivery, min(outcome.delay, self._hold_backoff(delivery)))
+                return
             if outcome.disposition is Disposition.ACK:
                 fault_point("after_publish")
                 delivery.ack()
@@ -278,12 +283,16 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
             self.runtime.logger.warning("backends reachable again after %.1fs", time.monotonic() - since)
 
     @staticmethod
-    def _outage_delay(delivery: Delivery) -> float:
+    def _hold_backoff(delivery: Delivery) -> float:
+        """A growing, jittered delay for in-process holds (outages, held tasks)."""
         delivery.holds += 1
         return min(MAX_OUTAGE_BACKOFF, 0.25 * 2.0**delivery.holds) * random.uniform(0.75, 1.0)
 
     def _hold(self, delivery: Delivery, delay: float, *, next_attempt: bool = False) -> None:
-        """Keep the message (the heartbeat keeps it invisible) and run it again after ``delay``."""
+        """Keep the message (the heartbeat keeps it invisible) and run it again after ``delay``.
+
+        Only ``next_attempt`` raises the attempt number: outage and held waits are not attempts.
+        """
         if next_attempt:
             delivery.attempt += 1
 
@@ -357,6 +366,40 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
         self.abandon(unfinished)
         self._unfinished = unfinished
         return unfinished
+
+    def hand_back_now(self, timeout: float) -> int:
+        """Before an immediate exit: hand back every unsettled claim and message, within ``timeout``.
+
+        Best-effort and bounded: it runs on its own thread, because the interrupted main
+        thread may hold ``self.lock`` or a pooled connection. Batched acks are flushed too,
+        so finished tasks are not redelivered. Returns how many deliveries it handed back.
+        """
+        deliveries = [d for d in self._snapshot_inflight() if not d.settled]
+
+        def hand_back() -> None:
+            self.abandon(deliveries)
+            close = getattr(self.deliveries, "close", None)
+            if close is not None:
+                close()
+
+        thread = threading.Thread(target=hand_back, name="kombu-worker-hand-back", daemon=True)
+        thread.start()
+        thread.join(timeout)
+        return len(deliveries)
+
+    def _snapshot_inflight(self) -> list[Delivery]:
+        """A copy of ``inflight`` even if the interrupted thread holds the lock."""
+        if self.lock.acquire(timeout=0.5):
+            try:
+                return list(self.inflight)
+            finally:
+                self.lock.release()
+        for _ in range(10):
+            try:
+                return list(self.inflight)
+            except RuntimeError:  # changed size during iteration: look again
+                continue
+        return []
 
     def abandon(self, deliveries: list[Delivery]) -> None:
         """After the grace period: release running messages and hand their tasks back."""

@@ -23,6 +23,7 @@ catch the whole family in one clause. The tree::
     └── FlowControl                  not failures: signals that steer the pipeline
         ├── SkipMessage              ack without further work (duplicate, already done)
         ├── RetryMessage             retry later, after ``delay`` seconds
+        │   └── HoldMessage          keep the message and look again after ``delay``: no attempt used
         └── RejectMessage            dead-letter now, with a reason
 
 Message-level errors carry the ``task_id`` when it could be read, so that the
@@ -119,6 +120,15 @@ class RetryMessage(FlowControl):
     def __init__(self, reason: str, *, delay: float | None = None):
         super().__init__(reason)
         self.delay = delay
+
+
+class HoldMessage(RetryMessage):
+    """Keep the message in-process and run it again after ``delay``, without using an attempt.
+
+    For a copy whose task another worker holds: redelivering it through SQS would
+    raise ApproximateReceiveCount, and a small redrive ``maxReceiveCount`` would then
+    dead-letter a healthy task.
+    """
 
 
 class RejectMessage(FlowControl):

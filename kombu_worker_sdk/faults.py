@@ -2,8 +2,9 @@
 
 Inert unless ``KOMBU_WORKER_FAULTS`` is set, e.g.
 ``after_claim=0.2,between_commit_and_publish=0.1`` (point=probability). Each
-kill is first appended to ``KOMBU_WORKER_FAULTS_LOG`` so a chaos run can count
-kills per boundary. ``scripts/chaos.py`` drives it; production never sets it.
+kill is first appended to ``KOMBU_WORKER_FAULTS_LOG`` as ``point pid unix-time``,
+so a chaos run can count kills per boundary and time each recovery.
+``scripts/chaos.py`` drives it; production never sets it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import time
 
 POINTS = (
     "after_receive",
@@ -43,5 +45,5 @@ def fault_point(name: str) -> None:
     log = os.environ.get("KOMBU_WORKER_FAULTS_LOG")
     if log:
         with open(log, "a", encoding="utf-8") as handle:
-            handle.write(f"{name}\n")
+            handle.write(f"{name} {os.getpid()} {time.time():.3f}\n")
     os.kill(os.getpid(), signal.SIGKILL)

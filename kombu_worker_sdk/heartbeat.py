@@ -3,9 +3,13 @@
 ML steps run for minutes; SQS redelivers a message whose visibility timeout
 lapses, and the copy would run twice. While a message is held, this thread
 extends its visibility (ChangeMessageVisibility) well before it lapses, up to
-SQS's 12-hour cap, and pushes the task's lease in the state store, so a crashed
-worker's task can be reclaimed but a live one never is. It stops touching a
-message as soon as the message is settled.
+SQS's 12-hour cap, and pushes the task's lease in the state store by the same
+amount. The lease is one visibility timeout long (``config.claim_lease_seconds``), so it
+lives and dies with the heartbeat: a live worker keeps its claim for as long as
+the task runs, and a crashed worker's claim has expired by the time SQS shows
+its message again. Embedded transports have no visibility to extend, but the
+heartbeat keeps their leases the same way. It stops touching a message as
+soon as the message is settled.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import TYPE_CHECKING
 from .errors import WorkerSDKError
 
 if TYPE_CHECKING:
+    from .config import WorkerConfig
     from .consumer import Worker
     from .delivery import Delivery
 
@@ -26,10 +31,10 @@ SQS_MAX_HOLD_SECONDS = 43_200
 class Heartbeat:
     """A daemon thread that extends every in-flight delivery every ``interval`` seconds."""
 
-    def __init__(self, worker: Worker, *, visibility_timeout: int, lease_seconds: int):
+    def __init__(self, worker: Worker, config: WorkerConfig):
         self.worker = worker
-        self.visibility_timeout = max(visibility_timeout, 1)
-        self.lease_seconds = lease_seconds
+        # The same length as a claim's lease: both are pushed together at every tick.
+        self.visibility_timeout = config.claim_lease_seconds
         # Extend at a third of the timeout: two ticks can fail before a message lapses.
         self.interval = max(self.visibility_timeout / 3, 0.2)
         self._stop = threading.Event()
@@ -59,17 +64,25 @@ class Heartbeat:
     def _extend(self, delivery: Delivery) -> None:
         held = time.monotonic() - delivery.received_at
         seconds = int(min(self.visibility_timeout, SQS_MAX_HOLD_SECONDS - held))
-        log = self.worker.runtime.logger
         if seconds <= 0:
             return  # SQS will not hold a message past 12 hours; let it go
+        log = self.worker.runtime.logger
+        # The lease first: it then always ends before the message it belongs to reappears,
+        # so the redelivered copy finds the claim expired rather than HELD. Each is tried
+        # even when the other fails: two ticks may fail before either lapses.
+        try:
+            self._extend_lease(delivery, seconds)
+        except WorkerSDKError as exc:
+            log.warning("could not extend the task's lease: %s", exc)
         try:
             delivery.extend(seconds)
-            self.extensions += 1
-            self.worker.on_visibility_extended()
-            run = delivery.run
-            if run is not None and run.claim is not None and run.task_id:
-                self.worker.runtime.state.extend_lease(
-                    run.task_id, worker_id=run.holder, lease_seconds=self.lease_seconds
-                )
         except WorkerSDKError as exc:
-            log.warning("could not extend visibility or lease: %s", exc)
+            log.warning("could not extend visibility: %s", exc)
+            return
+        self.extensions += 1
+        self.worker.on_visibility_extended()
+
+    def _extend_lease(self, delivery: Delivery, seconds: int) -> None:
+        run = delivery.run
+        if run is not None and run.claim is not None and run.task_id:
+            self.worker.runtime.state.extend_lease(run.task_id, worker_id=run.holder, lease_seconds=seconds)

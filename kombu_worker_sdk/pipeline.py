@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from .errors import (
     BackendUnavailableError,
     ConfigError,
+    HoldMessage,
     MessageError,
     ObjectNotFoundError,
     PermanentError,
@@ -253,6 +254,9 @@ def record_failure(run: TaskRun, error: BaseException) -> None:
     job_id = run.message.job_id if run.message else getattr(error, "job_id", None)
     if isinstance(error, BackendUnavailableError):
         run.log.debug("backend unavailable: %s", reason)  # the consumer logs one line per outage
+        return
+    if isinstance(error, HoldMessage):  # not a failure: the copy waits for the holder's lease
+        run.log.info("%s (its lease ends in %.1fs): waiting in-process", reason, run.outcome.delay)
         return
     try:
         if run.outcome.disposition is Disposition.DEAD_LETTER:

@@ -3,7 +3,8 @@
 :func:`serve` is what ``kombu-worker --hooks`` calls: it loads the model in the
 worker_init signal, consumes until told to stop, and shuts down gracefully. The
 first SIGTERM or SIGINT stops receiving and drains in-flight work within the
-grace period; a second one exits at once.
+grace period; a second one hands in-flight tasks back (PENDING, messages visible
+again, within ``HAND_BACK_SECONDS``) and exits at once.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from .runtime import broker_connection, build_runtime
 from .signals import hooks_key, models
 
 EXIT_NOW = 130
+#: On a second signal, the most time spent handing claims back before exiting.
+HAND_BACK_SECONDS = 3.0
 
 
 def serve(config: WorkerConfig, hooks: Any, *, max_messages: int | None = None) -> int:
@@ -102,13 +105,20 @@ def delivery_factory(runtime: Any) -> Any:
 
 
 def install_signal_handlers(worker: Worker) -> None:
-    """First SIGTERM/SIGINT: stop gracefully. Second: exit at once."""
+    """First SIGTERM/SIGINT: stop gracefully. Second: hand in-flight tasks back and exit at once.
+
+    Without the hand-back the task would stay PROCESSING until its lease expired, and its
+    message would stay invisible until its visibility timeout did.
+    """
     if threading.current_thread() is not threading.main_thread():
         return
     state = {"stopping": False}
 
     def handle(signum: int, frame: FrameType | None) -> None:
         if state["stopping"]:
+            worker.should_stop = True
+            count = worker.hand_back_now(HAND_BACK_SECONDS)
+            worker.runtime.logger.warning("second signal: handed back %d task(s), exiting now", count)
             flush_and_exit(EXIT_NOW)
         state["stopping"] = True
         worker.runtime.logger.info("received %s: finishing in-flight work", signal.Signals(signum).name)

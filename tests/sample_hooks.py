@@ -18,7 +18,11 @@ _lock = threading.Lock()
 
 
 class StepHooks(WorkerHooks):
-    """params: step (split|part|join), parts, fail_times, permanent, sleep, blob."""
+    """params: step (split|part|join), parts, fail_times, permanent, sleep, gate, blob.
+
+    ``gate`` is a file path: ``process`` blocks until the test creates it (a step that
+    runs until released, so a test can kill its worker mid-task).
+    """
 
     version = "test-1"
 
@@ -33,6 +37,8 @@ class StepHooks(WorkerHooks):
             open(
                 os.path.join(params["started_dir"], f"{msg.task_id}.{os.getpid()}.{time.time_ns()}"), "w"
             ).close()
+        if params.get("gate"):
+            wait_for_file(params["gate"])
         if params.get("sleep"):
             time.sleep(float(params["sleep"]))
         if params.get("permanent"):
@@ -82,6 +88,13 @@ class StepHooks(WorkerHooks):
                 }
             ]
         return []
+
+
+def wait_for_file(path: str, timeout: float = 300.0) -> None:
+    """Poll (not sleep as synchronisation): the test releases the step by creating ``path``."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 class MissingPublishNext:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import time
 
-from ..errors import RetryMessage, SkipMessage, TaskConflictError
+from ..errors import HoldMessage, SkipMessage, TaskConflictError
 from ..faults import fault_point
-from ..pipeline import Stage, TaskRun, backoff
-from ..state import ClaimOutcome
+from ..pipeline import Stage, TaskRun
+from ..state import Claim, ClaimOutcome
 from .fanout import publish_pending
+
+#: Look again a moment after the holder's lease ends, not at the very instant.
+HELD_RECHECK_MARGIN = 0.2
 
 
 class ClaimStage(Stage):
@@ -17,18 +20,23 @@ class ClaimStage(Stage):
     def process(self, run: TaskRun) -> None:
         runtime, msg = run.runtime, run.message
         assert msg is not None
-        claim = runtime.state.claim(msg, worker_id=run.holder, lease_seconds=runtime.config.lease_seconds)
+        lease = runtime.config.claim_lease_seconds
+        claim = runtime.state.claim(msg, worker_id=run.holder, lease_seconds=lease)
         if claim.outcome is ClaimOutcome.CONFLICT:
             raise TaskConflictError(f"task {msg.task_id!r} exists with different content")
         if claim.outcome is ClaimOutcome.DONE:
             run.published = publish_pending(run, runtime.state.pending_children(msg.task_id))
             raise SkipMessage("task already DONE")
         if claim.outcome is ClaimOutcome.HELD:
-            # Check back with backoff, never later than the holder's lease could expire.
-            remaining = max(0.0, (claim.lease_until or time.time()) - time.time())
-            raise RetryMessage(
-                "task is held by another worker",
-                delay=min(remaining, backoff(run.attempt, runtime.config)) or 0.5,
-            )
+            raise HoldMessage("task is held by another worker", delay=held_delay(claim, lease))
         run.claim = claim
         fault_point("after_claim")
+
+
+def held_delay(claim: Claim, lease: float) -> float:
+    """Seconds until the holder's lease ends: a live holder will have pushed it by then.
+
+    Bounded by one lease, for a row written by an older worker with a longer lease.
+    """
+    remaining = (claim.lease_until or time.time()) - time.time()
+    return min(max(remaining, 0.0), lease) + HELD_RECHECK_MARGIN

@@ -28,6 +28,7 @@ def test_kills_at_every_boundary_lose_nothing_and_write_every_result_once(tmp_pa
         *(sys.executable, str(REPO / "scripts" / "chaos.py")),
         *("--jobs", str(JOBS), "--fanout", str(FANOUT), "--workers", "2"),
         *("--rate", "0.1", "--seed", "7", "--timeout", "110", "--drain", "15"),
+        *("--visibility-timeout", "3"),  # CI-sized: the shipped 60 s would make every kill cost a minute
         *("--json", str(report_path)),
     ]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=200, cwd=REPO, check=False)
@@ -53,3 +54,9 @@ def test_kills_at_every_boundary_lose_nothing_and_write_every_result_once(tmp_pa
     assert stats["kills_total"] >= 3, kills
     assert sum(1 for n in kills.values() if n) >= 3, kills
     assert stats["worker_restarts"] >= stats["kills_total"] - stats["kills_during_stop"]
+    # Every claim a killed worker left behind was DONE elsewhere, and the time was measured.
+    recovery = report["recovery"]
+    assert recovery["claims_unrecovered"] == []
+    assert len(recovery["samples_seconds"]) == recovery["claims_recovered"]
+    assert all(seconds >= 0 for seconds in recovery["samples_seconds"])
+    assert "recovery" in done.stdout

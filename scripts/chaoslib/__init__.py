@@ -1,0 +1,1 @@
+"""The parts of ``scripts/chaos.py``: workers (the supervisor), checks, and the report."""
