@@ -11,32 +11,66 @@ import functools
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 from .config import WorkerConfig, load_config, mask_url
-from .errors import WorkerSDKError
+from .errors import ConfigError, WorkerSDKError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+@dataclass
+class GlobalOptions:
+    """What ``kombu-worker`` itself was given, handed to every subcommand as click's ``ctx.obj``.
+
+    ``kombu-worker --config my.yaml --data-dir d status J`` must read my.yaml and d: the
+    subcommand's own ``--config`` wins, then these, then WORKER_CONFIG (read by load_config).
+    """
+
+    config_name: str | None = None
+    config_dir: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def global_options() -> GlobalOptions:
+    ctx = click.get_current_context(silent=True)
+    found = ctx.find_object(GlobalOptions) if ctx is not None else None
+    return found or GlobalOptions()
+
+
 def config_options(fn: F) -> F:
-    """--config and --config-dir, shared by every command that reads the config."""
-    fn = click.option(
+    """--config and --config-dir on a subcommand, falling back to the global ones.
+
+    No ``envvar`` here: load_config reads WORKER_CONFIG itself, below any flag.
+    """
+
+    @functools.wraps(fn)
+    def with_globals(*args: Any, config_name: str | None, config_dir: str | None, **kwargs: Any) -> Any:
+        options = global_options()
+        return fn(
+            *args,
+            config_name=config_name or options.config_name,
+            config_dir=config_dir or options.config_dir,
+            **kwargs,
+        )
+
+    wrapped: Any = with_globals
+    wrapped = click.option(
         "--config",
         "config_name",
-        envvar="WORKER_CONFIG",
-        help="Config name (config/NAME.yaml) or path; same as WORKER_CONFIG.",
-    )(fn)
-    fn = click.option(
+        help="Config name (config/NAME.yaml) or path; same as WORKER_CONFIG.  [default: default]",
+    )(wrapped)
+    wrapped = click.option(
         "--config-dir",
-        envvar="WORKER_CONFIG_DIR",
         type=click.Path(),
-        help="Folder holding default.yaml, NAME.yaml and queues.yaml.",
-    )(fn)
-    return fn
+        help="Folder holding default.yaml, NAME.yaml and queues.yaml; same as WORKER_CONFIG_DIR.  "
+        "[default: config]",
+    )(wrapped)
+    return wrapped  # type: ignore[no-any-return]
 
 
 def one_line_errors(fn: F) -> F:
@@ -54,7 +88,9 @@ def one_line_errors(fn: F) -> F:
 
 
 def build_config(config_name: str | None, config_dir: str | None, **overrides: Any) -> WorkerConfig:
-    return load_config(config_name, config_dir=config_dir, overrides=overrides)
+    """The merged config: a subcommand's own flags over the global ones (``kombu-worker --queue``)."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    return load_config(config_name, config_dir=config_dir, overrides={**global_options().overrides, **given})
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -68,6 +104,11 @@ def build_config(config_name: str | None, config_dir: str | None, **overrides: A
 @click.option("--max-messages", type=int, help="Exit 0 after this many messages (ScaledJob).")
 @click.option("--health-port", type=int, help="Serve /healthz, /readyz and /metrics here.")
 @click.option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    help="Folder of the embedded queues, storage and state (KOMBU_WORKER_DATA_DIR).  [default: .kombu-worker]",
+)
 @click.version_option(package_name="kombu-worker-sdk")
 @click.pass_context
 @one_line_errors
@@ -80,8 +121,15 @@ def main(
     max_messages: int | None,
     **overrides: Any,
 ) -> None:
-    """Run a pipeline step: long-poll a queue and run your hooks on each message."""
+    """Run a pipeline step: long-poll a queue and run your hooks on each message.
+
+    The options before a subcommand apply to it too: kombu-worker --config my.yaml status JOB.
+    """
+    given = {key: value for key, value in overrides.items() if value is not None}
+    ctx.obj = GlobalOptions(config_name, config_dir, given)
     if ctx.invoked_subcommand is not None:
+        if hooks or max_messages is not None:
+            raise ConfigError(f"--hooks and --max-messages run a worker: not with '{ctx.invoked_subcommand}'")
         return
     if not hooks:
         click.echo(ctx.get_help())
@@ -94,13 +142,17 @@ def main(
 
 @main.command()
 @click.argument("source", required=False)
-@click.option("--job-id")
-@click.option("--task-id")
-@click.option("--input-uri")
-@click.option("--output-prefix")
+@click.option("--job-id", help="The job the task belongs to (without SOURCE: required).")
+@click.option("--task-id", help="The task's id.  [default: <job>-root]")
+@click.option("--input-uri", help="What the task reads: s3://bucket/key or file:///path.")
+@click.option("--output-prefix", help="Where the task writes: s3://bucket/prefix/ (ends with /).")
 @click.option("--param", "params", multiple=True, help="key=value (value parsed as JSON if it can be).")
-@click.option("--queue", help="Queue to send to; defaults to the configured input queue.")
-@click.option("--no-register", is_flag=True, help="Do not record the task as PENDING first.")
+@click.option("--queue", help="Queue to send to.  [default: the configured queue, tasks]")
+@click.option(
+    "--no-register",
+    is_flag=True,
+    help="Do not record the task as PENDING in the state (under .kombu-worker unless db_dsn is set).",
+)
 @config_options
 @one_line_errors
 def send(
@@ -115,18 +167,33 @@ def send(
     config_name: str | None,
     config_dir: str | None,
 ) -> None:
-    """Send task messages from SOURCE (a JSON file, '-' for stdin) or from flags."""
+    """Send task messages from SOURCE (a JSON file, '-' for stdin) or from flags.
+
+    Each task is first registered PENDING in the state, so that status shows it: by
+    default SQLite under the data folder .kombu-worker (kombu-worker --data-dir DIR,
+    KOMBU_WORKER_DATA_DIR, or DB_DSN change it).
+    """
     from .sending import messages_from_flags, messages_from_text, send_messages
 
     config = build_config(config_name, config_dir)
     if source:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
-        msgs = messages_from_text(text)
+        msgs = messages_from_text(read_source(source))
     else:
         msgs = messages_from_flags(job_id, task_id, input_uri, output_prefix, params)
     target = queue or config.queue
     count = send_messages(config, msgs, target, register=not no_register)
     click.echo(f"sent {count} message(s) to {mask_url(target)}")
+
+
+def read_source(source: str) -> str:
+    """The text of SOURCE ('-' is stdin); a file that cannot be read is one line, not a traceback."""
+    if source == "-":
+        return sys.stdin.read()
+    try:
+        return Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"cannot read {source}: {reason}") from None
 
 
 @main.command()
@@ -136,14 +203,9 @@ def send(
 @one_line_errors
 def status(job_id: str, as_json: bool, config_name: str | None, config_dir: str | None) -> None:
     """Show a job's status and its tree of tasks, with attempts and errors."""
-    from .state import open_state
-    from .status_view import job_as_dict, render_job
+    from .status_view import job_as_dict, read_job, render_job
 
-    state = open_state(build_config(config_name, config_dir).effective_db_dsn)
-    job = state.get_job(job_id)
-    if job is None:
-        raise click.ClickException(f"no job {job_id!r}")
-    tasks = state.job_tasks(job_id)
+    job, tasks = read_job(build_config(config_name, config_dir), job_id)
     if as_json:
         click.echo(json.dumps(job_as_dict(job, tasks), indent=2))
     else:

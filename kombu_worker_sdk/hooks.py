@@ -8,7 +8,11 @@ run one forward pass over a micro-batch.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
+import traceback
 from abc import ABC, abstractmethod
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
 
 from .errors import HooksError
@@ -97,10 +101,7 @@ def load_hooks(path: str) -> Any:
     module_name, _, class_name = path.partition(":") if ":" in path else path.rpartition(".")
     if not module_name or not class_name:
         raise HooksError(f"hooks path {path!r} must look like pkg.module:Class")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise HooksError(f"cannot import hooks module {module_name!r}: {exc}") from None
+    module = _import_hooks_module(module_name)
     cls = getattr(module, class_name, None)
     if not isinstance(cls, type):
         raise HooksError(f"module {module_name!r} has no class {class_name!r}")
@@ -109,6 +110,31 @@ def load_hooks(path: str) -> Any:
         return cls()
     except TypeError as exc:
         raise HooksError(f"cannot instantiate hooks class {path!r}: {exc}") from None
+
+
+def _import_hooks_module(module_name: str) -> ModuleType:
+    """Import the hooks module from the current folder too, as Celery's ``-A`` does.
+
+    ``python -m kombu_worker_sdk.runner`` has the current folder on ``sys.path``;
+    the ``kombu-worker`` console script has only its own bin folder there. Any
+    error while importing is one line naming the file and line, not a traceback.
+    """
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        return importlib.import_module(module_name)
+    except SyntaxError as exc:
+        where = f"{exc.filename}:{exc.lineno}"
+        raise HooksError(f"hooks module {module_name!r} has a syntax error at {where}: {exc.msg}") from None
+    except ImportError as exc:
+        raise HooksError(f"cannot import hooks module {module_name!r}: {exc}") from None
+    except Exception as exc:
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        raise HooksError(
+            f"importing hooks module {module_name!r} failed at {frame.filename}:{frame.lineno}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
 
 
 def _implements(cls: type, name: str) -> bool:

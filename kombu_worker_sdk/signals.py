@@ -97,6 +97,12 @@ class ModelSingleton:
                 "before the first message"
             ) from None
 
+    def put(self, key: str, model: Any) -> None:
+        """Set or replace the model for ``key``: what ``testing.load_model`` uses."""
+        with self._lock:
+            self._models[key] = model
+            self._load_seconds[key] = 0.0
+
     def is_loaded(self, key: str) -> bool:
         return key in self._models
 

@@ -2,6 +2,8 @@
 
 * :func:`fake_context` gives a ``ctx`` with in-memory storage, state and publisher,
   for calling ``process`` directly.
+* :func:`load_model` loads (or fakes) the model behind ``hooks.model``, for calling
+  ``process`` directly: ``hooks.model`` is read-only, since the worker loads it once.
 * :func:`run_message` sends one message through the real pipeline (validate,
   idempotency, claim, hooks, store, fanout) and returns what happened.
 
@@ -18,16 +20,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .config import WorkerConfig
 from .context import Context
-from .hooks import Outputs
+from .hooks import Outputs, WorkerHooks
 from .logs import get_logger
 from .message import TaskMessage
 from .pipeline import Disposition, Outcome, TaskRun
 from .publish import MemoryPublisher
 from .runtime import Runtime, build_runtime
+from .signals import hooks_key, models
 from .state import SqliteStateStore, StateStore
 from .storage import MemoryStorage
 
@@ -55,6 +58,22 @@ def fake_context(
     if msg is None:
         return ctx
     return ctx.for_message(msg if isinstance(msg, TaskMessage) else TaskMessage.model_validate(msg), 1)
+
+
+H = TypeVar("H", bound=WorkerHooks)
+_NOT_GIVEN: Any = object()
+
+
+def load_model(hooks: H, ctx: Context | None = None, *, model: Any = _NOT_GIVEN) -> H:
+    """Give ``hooks.model`` a value, as the worker_init signal does, and return ``hooks``.
+
+    Runs ``hooks.load_pipeline(ctx)`` (``ctx`` defaults to :func:`fake_context`), or,
+    with ``model=``, installs that object instead (a fake, or one loaded in a
+    session fixture). Either replaces what the process held for this hooks class.
+    """
+    loaded = hooks.load_pipeline(ctx or fake_context()) if model is _NOT_GIVEN else model
+    models.put(hooks_key(hooks), loaded)
+    return hooks
 
 
 @dataclass

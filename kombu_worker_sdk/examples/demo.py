@@ -7,6 +7,8 @@ data folder — the same code path as three pods on SQS, S3 and PostgreSQL.
 
 from __future__ import annotations
 
+import shlex
+import sys
 import threading
 import time
 import uuid
@@ -113,6 +115,17 @@ def _watch(state: StateStore, job_ids: list[str]) -> bool:
     return False
 
 
+def runnable_command(*args: str) -> str:
+    """A ``kombu-worker`` command line that runs as printed, with or without .venv active.
+
+    A bare ``kombu-worker`` is on PATH only inside an activated venv, so name the
+    script next to the running interpreter, or the interpreter itself.
+    """
+    script = Path(sys.executable).parent / "kombu-worker"
+    program = [str(script)] if script.is_file() else [sys.executable, "-m", "kombu_worker_sdk.runner"]
+    return shlex.join([*program, *args])
+
+
 def _report(storage: LocalStorage, state: StateStore, job_ids: list[str], finished: bool) -> int:
     ok = finished
     for job_id in job_ids:
@@ -124,6 +137,8 @@ def _report(storage: LocalStorage, state: StateStore, job_ids: list[str], finish
         if result.exists():
             click.echo(f"  result.png: {result}")
         click.echo(f"  outputs:    {result.parent.parent}")
-        click.echo(f"  task tree:  KOMBU_WORKER_DATA_DIR={storage.root.parent} kombu-worker status {job_id}")
+        click.echo(
+            f"  task tree:  {runnable_command('--data-dir', str(storage.root.parent), 'status', job_id)}"
+        )
     click.echo("demo finished: every job DONE" if ok else "demo FAILED")
     return 0 if ok else 1

@@ -32,15 +32,19 @@ __all__ = [
 ]
 
 
-def open_state(dsn: str) -> StateStore:
-    """Build the store named by ``dsn``; ConfigError (password masked) for a bad one."""
+def open_state(dsn: str, *, read_only: bool = False) -> StateStore:
+    """Build the store named by ``dsn``; ConfigError (password masked) for a bad one.
+
+    ``read_only`` is for commands that only look (``status``): an SQLite file that
+    does not exist is a StateError naming the path, never a new empty database.
+    """
     scheme = urlsplit(dsn).scheme
     if scheme == "sqlite":
         # SQLAlchemy's convention: sqlite:///relative.db, sqlite:////absolute.db
         path = dsn[len("sqlite:///") :] if dsn.startswith("sqlite:///") else ""
         if not path:
             raise ConfigError("db_dsn needs a path: sqlite:///relative.db or sqlite:////abs.db")
-        return SqliteStateStore(path)
+        return SqliteStateStore(path, read_only=read_only)
     if scheme in {"postgresql", "postgres"}:
         from .postgres import PostgresStateStore
 

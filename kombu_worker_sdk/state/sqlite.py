@@ -23,9 +23,13 @@ BUSY_TIMEOUT_SECONDS = 30.0
 class SqliteStateStore(SqlStateStore):
     placeholder = "?"
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, read_only: bool = False):
+        """``read_only`` opens an existing file as is (for ``status``): it creates nothing."""
         self.path = str(path)
-        if self.path != ":memory:":
+        self.read_only = read_only
+        if read_only and not Path(self.path).is_file():
+            raise StateError(f"no SQLite state database at {self.path}")
+        if self.path != ":memory:" and not read_only:
             try:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
@@ -38,13 +42,15 @@ class SqliteStateStore(SqlStateStore):
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(
-                self.path,
+                f"{Path(self.path).resolve().as_uri()}?mode=ro" if self.read_only else self.path,
                 timeout=BUSY_TIMEOUT_SECONDS,
                 isolation_level=None,
                 check_same_thread=False,
+                uri=self.read_only,
             )
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            if not self.read_only:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
             with self._lock:
                 self._connections.append(conn)
@@ -55,7 +61,8 @@ class SqliteStateStore(SqlStateStore):
         conn = self._connection()
         try:
             cur = conn.cursor()
-            cur.execute("BEGIN IMMEDIATE")
+            # IMMEDIATE takes the write lock up front; a read-only connection cannot.
+            cur.execute("BEGIN" if self.read_only else "BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             raise BackendUnavailableError(f"SQLite state at {self.path} is unavailable: {exc}") from exc
         try:
