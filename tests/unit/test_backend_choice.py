@@ -122,7 +122,7 @@ def test_sources_name_the_file_the_variable_the_command_line_and_the_derivation(
     assert sources["max_attempts"] == "command line"
     assert sources["broker_url"] == "derived from $QUEUE_URL"
     assert sources["storage_url"] == "derived from $BUCKET"
-    assert sources["lease_seconds"] == "built-in default"
+    assert sources["visibility_timeout"] == "built-in default"
     assert set(sources) == set(WorkerConfig.model_fields)
 
 
