@@ -41,7 +41,6 @@ pytestmark = pytest.mark.integration
 
 WORKER_ENV = {
     "KOMBU_WORKER_MAX_MESSAGE_BYTES": str(MAX_MESSAGE_BYTES),
-    "KOMBU_WORKER_ALLOW_LOCAL_INPUT": "false",
     "KOMBU_WORKER_MAX_ATTEMPTS": "3",
 }
 GOOD_EVERY = 6  # one good message after every GOOD_EVERY bad ones
