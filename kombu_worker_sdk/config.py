@@ -33,6 +33,7 @@ from pydantic import (
     PrivateAttr,
     ValidationError,
     ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -111,7 +112,9 @@ class WorkerConfig(BaseModel):
     storage_url: str | None = None
     bucket: str | None = None
     allowed_buckets: list[str] = Field(default_factory=list)
-    allow_local_input: bool = True
+    # file:// inputs are read only under this folder; unset: data_dir in embedded mode, else none.
+    local_input_root: Path | None = None
+    allow_local_input: Any = Field(default=None, exclude=True, repr=False)  # removed: refused below
     db_dsn: str | None = Field(default=None, repr=False)  # secrets stay out of repr()
     # How the worker runs.
     concurrency: int = Field(default=1, ge=1, le=256)
@@ -137,6 +140,23 @@ class WorkerConfig(BaseModel):
 
     # Where each value came from; load_config fills it, users cannot set it.
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @field_validator("allow_local_input")
+    @classmethod
+    def _refuse_allow_local_input(cls, value: Any) -> None:
+        """The old boolean let any message read any local file (``true`` was the default)."""
+        if value is not None:
+            raise ValueError(
+                "allow_local_input was removed: file:// inputs are read only under local_input_root;"
+                " set local_input_root to a directory, or leave it unset to read no local files"
+            )
+
+    @field_validator("local_input_root")
+    @classmethod
+    def _check_local_input_root(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError(f"{value} is not a directory")
+        return value
 
     @model_validator(mode="after")
     def _check_dirs(self) -> WorkerConfig:
@@ -186,6 +206,18 @@ class WorkerConfig(BaseModel):
     def effective_storage_url(self) -> str:
         """``storage_url``, else ``s3://`` when BUCKET is set, else files under data_dir."""
         return self._backend(BACKEND_RULES[1])[0] or f"file://{(self.data_dir / 'storage').resolve()}"
+
+    @property
+    def effective_local_input_root(self) -> Path | None:
+        """Where ``file://`` inputs may be read: the configured root, else data_dir in embedded mode.
+
+        A worker on SQS or with S3 storage reads no local file unless a root is named:
+        a message must not reach ``/etc/passwd`` or a service-account token.
+        """
+        if self.local_input_root is not None:
+            return self.local_input_root
+        embedded = self.is_embedded_broker and self.effective_storage_url.startswith("file://")
+        return self.data_dir if embedded else None
 
     @property
     def effective_db_dsn(self) -> str:

@@ -12,7 +12,8 @@ catch the whole family in one clause. The tree::
     │   ├── InvalidMessageError      JSON that breaks the message schema
     │   ├── TaskConflictError        a task_id reused with different content
     │   └── UnsafeURIError           a URI outside the allowlist or output_prefix
-    │       └── OutputPrefixViolation    a write that would land outside output_prefix
+    │       ├── OutputPrefixViolation    a write that would land outside output_prefix
+    │       └── LocalInputViolation      a read of a local path outside local_input_root
     ├── StorageError                 a read or write failed for a reason other than safety
     │   └── ObjectNotFoundError
     ├── StateError                   the task/job store refused an operation
@@ -76,6 +77,14 @@ class UnsafeURIError(MessageError):
 
 class OutputPrefixViolation(UnsafeURIError):
     """A write would land outside the message's ``output_prefix``."""
+
+
+class LocalInputViolation(UnsafeURIError):
+    """A message names a local file (``file://``) outside the worker's ``local_input_root``.
+
+    Without this guard a message could make the worker read ``/etc/passwd`` or a
+    Kubernetes service-account token and write it to the output bucket.
+    """
 
 
 class StorageError(WorkerSDKError):

@@ -41,7 +41,10 @@ def check_uri(uri: str, *, field: str) -> str:
     if parts.scheme == "s3" and not parts.netloc:
         raise ValueError(f"{field} has no bucket: {uri[:80]!r}")
     decoded = unquote(unquote(parts.path))
-    if any(seg in {"..", "."} for seg in decoded.replace("\\", "/").split("/")):
+    # file:// paths are judged by the storage guard (realpath under local_input_root), which
+    # refuses '..' too, so every local path is refused with one error: LocalInputViolation.
+    dots = parts.scheme != "file" and any(seg in {"..", "."} for seg in decoded.replace("\\", "/").split("/"))
+    if dots:
         raise ValueError(f"{field} contains a '.' or '..' segment: {uri[:80]!r}")
     if parts.query or parts.fragment:
         raise ValueError(f"{field} must not carry a query or fragment")

@@ -119,7 +119,7 @@ def build_runtime(
     storage = storage or open_storage(
         config.effective_storage_url,
         allowed_buckets=[*config.allowed_buckets, config.bucket or ""],
-        allow_local_input=config.allow_local_input,
+        local_input_root=config.effective_local_input_root,
     )
     state = state or open_state(config.effective_db_dsn)
     publisher = publisher or default_publisher(config)

@@ -49,7 +49,7 @@ def fake_context(
     state.upgrade()
     ctx = Context.for_worker(
         config=config,
-        storage=storage or MemoryStorage(allow_local_input=True),
+        storage=storage or MemoryStorage(),
         sqs=publisher or MemoryPublisher(),
         db=state,
         logger=get_logger(worker_id="test"),
@@ -117,7 +117,7 @@ class LocalRunner:
         publisher: MemoryPublisher | None = None,
     ):
         """Pass another runner's storage, state and publisher to chain pipeline steps."""
-        self.storage = storage or MemoryStorage(allow_local_input=True)
+        self.storage = storage or MemoryStorage()
         self.publisher = publisher or MemoryPublisher()
         self.state = state or SqliteStateStore(":memory:")
         self.state.upgrade()

@@ -159,7 +159,6 @@ def worker_env(target: Target, step: str, args: argparse.Namespace, data_dir: Pa
         "KOMBU_WORKER_DATA_DIR": str(data_dir),
         "KOMBU_WORKER_WAIT_TIME_SECONDS": "1",
         "KOMBU_WORKER_CONCURRENCY": str(args.concurrency),
-        "KOMBU_WORKER_ALLOW_LOCAL_INPUT": "false",
     }
     env.pop("NEXT_QUEUE_URL", None)
     nxt = NEXT[step]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from ..errors import ConfigError
-from .base import ScopedStorage, Storage, content_type_for, guarded_uri
+from .base import ScopedStorage, Storage, content_type_for, guarded_uri, resolve_local_input
 from .local import LocalStorage
 from .memory import MemoryStorage
 
@@ -18,21 +19,25 @@ __all__ = [
     "content_type_for",
     "guarded_uri",
     "open_storage",
+    "resolve_local_input",
 ]
 
 
 def open_storage(
-    url: str, *, allowed_buckets: Iterable[str] = (), allow_local_input: bool = False
+    url: str, *, allowed_buckets: Iterable[str] = (), local_input_root: str | Path | None = None
 ) -> Storage:
-    """Build the backend named by ``url``; ConfigError for an unknown scheme."""
+    """Build the backend named by ``url``; ConfigError for an unknown scheme.
+
+    ``local_input_root`` is the only folder ``file://`` inputs are read from (None: none).
+    """
     scheme = urlsplit(url).scheme
     if scheme == "file":
         path = unquote(urlsplit(url).path)
-        return LocalStorage(path, allowed_buckets=allowed_buckets, allow_local_input=allow_local_input)
+        return LocalStorage(path, allowed_buckets=allowed_buckets, local_input_root=local_input_root)
     if scheme == "memory":
-        return MemoryStorage(allowed_buckets=allowed_buckets, allow_local_input=allow_local_input)
+        return MemoryStorage(allowed_buckets=allowed_buckets, local_input_root=local_input_root)
     if scheme == "s3":
         from .s3 import S3Storage
 
-        return S3Storage(allowed_buckets=allowed_buckets, allow_local_input=allow_local_input)
+        return S3Storage(allowed_buckets=allowed_buckets, local_input_root=local_input_root)
     raise ConfigError(f"storage_url {url!r}: scheme must be file://, memory:// or s3://")

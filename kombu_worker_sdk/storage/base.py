@@ -4,21 +4,36 @@ Backends implement a handful of primitives on resolved URIs. What hooks see is
 :class:`ScopedStorage`, bound to one message's ``output_prefix``: it refuses any
 write outside that prefix and any bucket outside the allowlist before a backend
 is ever called.
+
+Local files (``file://``) are read only under ``local_input_root``, through one
+gate, :func:`resolve_local_input`: every backend's ``read`` and ``open`` and
+the validate stage go through it, so a message cannot make the worker read
+``/etc/passwd`` or a service-account token. Without a root nothing local is read.
 """
 
 from __future__ import annotations
 
 import mimetypes
+import os
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
+from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
-from ..errors import OutputPrefixViolation, UnsafeURIError
+from ..errors import (
+    LocalInputViolation,
+    ObjectNotFoundError,
+    OutputPrefixViolation,
+    StorageError,
+    UnsafeURIError,
+)
 
 RESULT_STEM = "result"
 METRICS_FILE = "metrics.json"
 _EXTRA_TYPES = {".json": "application/json", ".npy": "application/octet-stream"}
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def content_type_for(name: str) -> str:
@@ -36,9 +51,11 @@ def join_uri(prefix: str, name: str) -> str:
 class Storage(ABC):
     """A backend that reads and writes objects by URI (``s3://`` or ``file://``)."""
 
-    def __init__(self, allowed_buckets: Iterable[str] = (), *, allow_local_input: bool = False):
+    def __init__(self, allowed_buckets: Iterable[str] = (), *, local_input_root: str | Path | None = None):
+        """``local_input_root``: the one folder ``file://`` inputs may come from; None reads none."""
         self.allowed_buckets = frozenset(b for b in allowed_buckets if b)
-        self.allow_local_input = allow_local_input
+        # realpath once: a symlinked root (macOS /tmp, a mounted volume) still contains its files
+        self.local_input_root = None if local_input_root is None else Path(os.path.realpath(local_input_root))
 
     @abstractmethod
     def read(self, uri: str) -> bytes:
@@ -57,19 +74,24 @@ class Storage(ABC):
         """The URI of ``result.*`` under ``output_prefix``, in one request; None if absent."""
 
     def check_readable(self, uri: str) -> None:
-        """Refuse a read from a bucket outside the allowlist, or a local path when barred."""
+        """Refuse a read from a bucket outside the allowlist, or a local path outside the root."""
         from ..message import check_uri
 
+        if is_local_uri(uri):
+            self.local_input_path(uri)
+            return
         try:  # the same rules as a message's URIs: no '..', no control characters
             check_uri(uri, field="uri")
         except ValueError as exc:
             raise UnsafeURIError(str(exc)) from None
-        parts = urlsplit(uri)
-        if parts.scheme == "file":
-            if not self.allow_local_input:
-                raise UnsafeURIError(f"local input {uri[:120]!r} is not allowed on this worker")
-            return
         self.check_bucket(uri)
+
+    def local_input_path(self, uri: str) -> Path:
+        """The real file behind a ``file://`` URI, once proved to lie under ``local_input_root``.
+
+        Backends open this path, not the URI's, so the file checked is the file read.
+        """
+        return resolve_local_input(uri, self.local_input_root)
 
     def check_bucket(self, uri: str) -> None:
         parts = urlsplit(uri)
@@ -109,6 +131,53 @@ class ScopedStorage:
         self.backend.put(uri, payload, content_type_for(filename))
         self.written.append(uri)
         return uri
+
+
+def is_local_uri(uri: str) -> bool:
+    """True for ``file:`` URIs in any letter case (urlsplit lower-cases the scheme)."""
+    return urlsplit(uri).scheme == "file"
+
+
+def resolve_local_input(uri: str, root: Path | None) -> Path:
+    """The gate for every local read: the resolved path, or LocalInputViolation.
+
+    Refused: any local read when ``root`` is None; a host (``file://host/...``, even
+    ``localhost``: one spelling, no ambiguity); control characters, backslashes,
+    ``.``/``..`` segments and double percent-encoding (``%252e``); and any path whose
+    realpath (symlinks resolved) is not under ``root``.
+    """
+    shown = uri[:120]
+    if root is None:
+        raise LocalInputViolation(
+            f"local input {shown!r} refused: this worker reads no local files"
+            " (set local_input_root to a directory to allow reads under it)"
+        )
+    parts = urlsplit(uri)
+    if parts.netloc:
+        raise LocalInputViolation(f"local input {shown!r} names a host: only file:///path is read")
+    if parts.query or parts.fragment:
+        raise LocalInputViolation(f"local input {shown!r} carries a query or fragment")
+    path = unquote(parts.path)
+    if unquote(path) != path:
+        raise LocalInputViolation(f"local input {shown!r} is percent-encoded twice")
+    if _CONTROL_CHARS.search(path) or "\\" in path or not path.startswith("/"):
+        raise LocalInputViolation(f"local input {shown!r} has control characters, a backslash or no path")
+    if any(seg in {".", ".."} for seg in path.split("/")):
+        raise LocalInputViolation(f"local input {shown!r} has a '.' or '..' segment")
+    resolved = Path(os.path.realpath(path))
+    if resolved != root and root not in resolved.parents:
+        raise LocalInputViolation(f"local input {shown!r} resolves outside local_input_root {root}")
+    return resolved
+
+
+def open_local(path: Path, uri: str) -> BinaryIO:
+    """Open a file that :func:`resolve_local_input` returned, with the SDK's errors."""
+    try:
+        return path.open("rb")  # the caller closes it
+    except FileNotFoundError:
+        raise ObjectNotFoundError(f"no object at {uri[:300]}") from None
+    except OSError as exc:
+        raise StorageError(f"cannot read {uri[:300]}: {exc.strerror or exc}") from exc
 
 
 def guarded_uri(output_prefix: str, prefix: str, filename: str) -> str:

@@ -1,7 +1,8 @@
 """Local-disk storage: the embedded default, no server and no account.
 
 ``s3://bucket/key`` maps to ``ROOT/bucket/key`` so the same messages run
-locally and on S3; ``file:///abs/path`` reads a local file. Writes are atomic
+locally and on S3; ``file:///abs/path`` reads a local file, only under
+``local_input_root`` (see :func:`~.base.resolve_local_input`). Writes are atomic
 (temp file + rename), so a half-written ``result.*`` never exists to fool the
 idempotency check, and resolved paths must stay under the root, so a symlink
 cannot carry a write outside it.
@@ -16,8 +17,8 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
-from ..errors import ObjectNotFoundError, OutputPrefixViolation, StorageError, UnsafeURIError
-from .base import RESULT_STEM, Storage
+from ..errors import OutputPrefixViolation, UnsafeURIError
+from .base import RESULT_STEM, Storage, is_local_uri, open_local
 
 
 class LocalStorage(Storage):
@@ -28,9 +29,9 @@ class LocalStorage(Storage):
         root: str | Path,
         *,
         allowed_buckets: Iterable[str] = (),
-        allow_local_input: bool = False,
+        local_input_root: str | Path | None = None,
     ) -> None:
-        super().__init__(allowed_buckets, allow_local_input=allow_local_input)
+        super().__init__(allowed_buckets, local_input_root=local_input_root)
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
 
@@ -52,13 +53,10 @@ class LocalStorage(Storage):
             return handle.read()
 
     def open(self, uri: str) -> BinaryIO:
-        path = self.path_for(uri)
-        try:
-            return path.open("rb")
-        except FileNotFoundError:
-            raise ObjectNotFoundError(f"no object at {uri}") from None
-        except OSError as exc:
-            raise StorageError(f"cannot read {uri}: {exc}") from exc
+        if is_local_uri(uri):  # a message's file:// input: only under local_input_root
+            return open_local(self.local_input_path(uri), uri)
+        self.check_readable(uri)  # defence in depth: ScopedStorage checks too
+        return open_local(self.path_for(uri), uri)
 
     def put(self, uri: str, data: bytes, content_type: str) -> None:
         path = self._writable_path(uri)

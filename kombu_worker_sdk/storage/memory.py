@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import threading
 from collections.abc import Iterable
+from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import ObjectNotFoundError
@@ -14,8 +15,10 @@ from .base import RESULT_STEM, Storage
 class MemoryStorage(Storage):
     """Objects in a dict keyed by URI; ``puts`` records every write, to count them."""
 
-    def __init__(self, *, allowed_buckets: Iterable[str] = (), allow_local_input: bool = False) -> None:
-        super().__init__(allowed_buckets, allow_local_input=allow_local_input)
+    def __init__(
+        self, *, allowed_buckets: Iterable[str] = (), local_input_root: str | Path | None = None
+    ) -> None:
+        super().__init__(allowed_buckets, local_input_root=local_input_root)
         self.objects: dict[str, bytes] = {}
         self.content_types: dict[str, str] = {}
         self.puts: list[str] = []
@@ -23,6 +26,8 @@ class MemoryStorage(Storage):
         self._lock = threading.Lock()
 
     def read(self, uri: str) -> bytes:
+        """Held to the same guard as the disk and S3 backends, so unit tests see real refusals."""
+        self.check_readable(uri)
         try:
             return self.objects[uri]
         except KeyError:

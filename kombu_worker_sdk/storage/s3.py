@@ -26,8 +26,8 @@ import io
 import os
 import threading
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
-from urllib.parse import unquote, urlsplit
 
 import boto3
 from botocore import exceptions as bex
@@ -41,7 +41,7 @@ from ..errors import (
     UnsafeURIError,
     WorkerSDKError,
 )
-from .base import RESULT_STEM, Storage
+from .base import RESULT_STEM, Storage, is_local_uri, open_local
 
 ENDPOINT_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 STREAM_BUFFER_BYTES = 256 * 1024
@@ -109,7 +109,7 @@ class S3Storage(Storage):
         self,
         allowed_buckets: Iterable[str] = (),
         *,
-        allow_local_input: bool = False,
+        local_input_root: str | Path | None = None,
         endpoint_url: str | None = None,
         region_name: str | None = None,
         addressing_style: str | None = None,
@@ -119,7 +119,7 @@ class S3Storage(Storage):
         max_pool_connections: int = 32,
         client: Any = None,
     ) -> None:
-        super().__init__(allowed_buckets, allow_local_input=allow_local_input)
+        super().__init__(allowed_buckets, local_input_root=local_input_root)
         self.endpoint_url = endpoint_url
         self.region_name = region_name
         self.addressing_style = addressing_style
@@ -160,10 +160,10 @@ class S3Storage(Storage):
 
     # -- reads ----------------------------------------------------------
     def read(self, uri: str) -> bytes:
-        self.check_readable(uri)  # defence in depth: ScopedStorage checks too
-        if uri.startswith("file://"):
-            with _open_local(uri) as handle:
+        if is_local_uri(uri):  # a message's file:// input: only under local_input_root
+            with open_local(self.local_input_path(uri), uri) as handle:
                 return handle.read()
+        self.check_readable(uri)  # defence in depth: ScopedStorage checks too
         body = self._get_body(uri)
         try:
             data: bytes = body.read()
@@ -175,9 +175,9 @@ class S3Storage(Storage):
 
     def open(self, uri: str) -> BinaryIO:
         """A buffered stream over the GetObject body: the object is never held whole."""
+        if is_local_uri(uri):
+            return open_local(self.local_input_path(uri), uri)
         self.check_readable(uri)
-        if uri.startswith("file://"):
-            return _open_local(uri)
         raw = _BodyReader(self._get_body(uri), uri)
         return io.BufferedReader(raw, buffer_size=STREAM_BUFFER_BYTES)
 
@@ -269,16 +269,6 @@ class _BodyReader(io.RawIOBase):
                 self._body.close()
             finally:
                 super().close()
-
-
-def _open_local(uri: str) -> BinaryIO:
-    path = unquote(urlsplit(uri).path)
-    try:
-        return open(path, "rb")  # the caller closes it
-    except FileNotFoundError:
-        raise ObjectNotFoundError(f"no object at {uri}") from None
-    except OSError as exc:
-        raise StorageError(f"cannot read {uri}: {exc.strerror or exc}") from exc
 
 
 def _raise_translated(exc: Exception, action: str, uri: str) -> NoReturn:

@@ -49,7 +49,6 @@ class Stack:
             "KOMBU_WORKER_WAIT_TIME_SECONDS": "1",
             "KOMBU_WORKER_RETRY_BACKOFF_SECONDS": "0.2",
             "KOMBU_WORKER_RETRY_BACKOFF_MAX_SECONDS": "1",
-            "KOMBU_WORKER_ALLOW_LOCAL_INPUT": "false",
             **extra,
         }
         if next_queue:

@@ -11,6 +11,11 @@ Entries that expose an SDK bug are marked ``xfail(strict=True)`` in ``KNOWN_BUGS
 cause, so the marker must go when the bug is fixed. Envelopes that Kombu's SQS transport
 cannot open crash the receive loop before the SDK sees them (``TRANSPORT_POISON``); they
 would stall the shared worker, so they run on their own worker in the last test.
+
+The shared worker runs with the shipped defaults (SQS, S3, no ``local_input_root``), so every
+``local-path`` entry shows that a message cannot make it read a local file. The ``local-root``
+entries (symlinks out of a root, percent-encoded ``..``) need a worker with a root: they run on
+their own worker, whose root the test fills with symlinks pointing out (issue 10 §2).
 """
 
 from __future__ import annotations
@@ -33,15 +38,16 @@ from tests.fixtures.hostile_messages import (
     HostileMessage,
     catalogue,
     good_message,
+    make_local_tree,
     originals,
 )
+from tests.fixtures.hostile_messages.local_files import good_local_message
 from tests.integration.stack import Stack, new_stack
 
 pytestmark = pytest.mark.integration
 
 WORKER_ENV = {
     "KOMBU_WORKER_MAX_MESSAGE_BYTES": str(MAX_MESSAGE_BYTES),
-    "KOMBU_WORKER_ALLOW_LOCAL_INPUT": "false",
     "KOMBU_WORKER_MAX_ATTEMPTS": "3",
 }
 GOOD_EVERY = 6  # one good message after every GOOD_EVERY bad ones
@@ -56,6 +62,10 @@ TRANSPORT_POISON = {
     "envelope-unknown-body-encoding",
     "envelope-properties-not-object",
 }
+
+#: Entries hostile only to a worker with a local_input_root: they run on their own, rooted worker.
+ROOTED = frozenset(e.id for e in catalogue("bucket") if e.category == "local-root")
+OWN_WORKER = TRANSPORT_POISON | ROOTED
 
 #: Entries that expose an SDK bug not fixed yet (id -> reason); they run as strict xfails.
 KNOWN_BUGS: dict[str, str] = {}
@@ -116,7 +126,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileRun]:
         for body in first:
             stack.send("in", body)
         run.goods.extend(first)
-        wave = [e for e in entries if e.clashes_with is None and e.id not in TRANSPORT_POISON]
+        wave = [e for e in entries if e.clashes_with is None and e.id not in OWN_WORKER]
         for i, entry in enumerate(wave):
             if i % GOOD_EVERY == 0:
                 good = good_message(stack.bucket, f"hx-good-{i:03d}")
@@ -134,7 +144,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileRun]:
             stack.send("in", good)
             run.goods.append(good)
 
-        expected_bodies = {e.body for e in entries if e.id not in TRANSPORT_POISON | set(KNOWN_BUGS)}
+        expected_bodies = {e.body for e in entries if e.id not in OWN_WORKER | set(KNOWN_BUGS)}
         good_ids = [m["task_id"] for m in run.goods]
         deadline = time.monotonic() + DEADLINE_SECONDS
         while time.monotonic() < deadline:
@@ -158,7 +168,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileRun]:
 
 
 def _entry_params() -> list[Any]:
-    ids = [e.id for e in catalogue("bucket") if e.id not in TRANSPORT_POISON]
+    ids = [e.id for e in catalogue("bucket") if e.id not in OWN_WORKER]
     return [
         pytest.param(i, marks=pytest.mark.xfail(strict=True, reason=KNOWN_BUGS[i])) if i in KNOWN_BUGS else i
         for i in ids
@@ -171,7 +181,8 @@ def test_the_catalogue_covers_issue_4() -> None:
     assert {e.category for e in entries} == set(CATEGORIES)
     assert len({e.id for e in entries}) == len({e.body for e in entries}) == len(entries)
     assert all(sqs_text_ok(e.body) for e in entries), "SQS would refuse a body"
-    assert len(entries) + len(entries) // GOOD_EVERY + 10 < 100  # messages per run, goods included
+    shared = [e for e in entries if e.id not in OWN_WORKER]
+    assert len(shared) + len(shared) // GOOD_EVERY + 10 < 100  # messages per run, goods included
 
 
 @pytest.mark.parametrize("entry_id", _entry_params())
@@ -257,4 +268,48 @@ def test_bodies_the_sqs_transport_cannot_open_are_dead_lettered(stack: Stack) ->
     for entry in entries:
         error = dead[entry.body][0]["MessageAttributes"]["error"]["StringValue"]
         assert error.startswith(entry.error + ":")
+    assert stack.depth("in") == 0
+
+
+def test_local_inputs_leaving_the_root_are_refused_and_the_root_is_read(stack: Stack, tmp_path: Path) -> None:
+    """A worker with ``local_input_root``: every local-path entry is refused, good.txt is read."""
+    root, outside = make_local_tree(tmp_path)
+    every = catalogue(stack.bucket, local_root=str(root), outside=str(outside))
+    entries = [e for e in every if e.category in {"local-path", "local-root"} and e.error.startswith("Local")]
+    assert {e.id for e in entries} >= ROOTED and len(entries) >= len(ROOTED) + 5
+    env = stack.env(**WORKER_ENV, KOMBU_WORKER_LOCAL_INPUT_ROOT=str(root))
+    proc = stack.start_worker(env=env)
+    for entry in entries:
+        stack.send("in", entry.body)
+    goods = [
+        good_local_message(stack.bucket, "hx-good-local", root),
+        good_message(stack.bucket, "hx-good-s3"),
+    ]
+    for good in goods:  # after every hostile one: the worker must still be processing
+        stack.send("in", good)
+    dead: dict[str, list[dict[str, Any]]] = {}
+
+    def settled() -> bool:
+        _collect_dead_letters(stack, dead)
+        done = all(stack.task_status(g["task_id"]) == "DONE" for g in goods)
+        return {e.body for e in entries} <= set(dead) and done
+
+    try:
+        wait_for(settled, timeout=60, interval=0.3)
+    finally:
+        alive = proc.poll() is None
+        codes = stack.stop_workers()
+    assert alive and codes == [0]
+    _collect_dead_letters(stack, dead)
+    for entry in entries:
+        assert len(dead[entry.body]) == 1, entry.id
+        attributes = {k: v["StringValue"] for k, v in dead[entry.body][0]["MessageAttributes"].items()}
+        assert attributes["error"].startswith("LocalInputViolation:"), (entry.id, attributes["error"])
+        assert attributes["attempts"] == "1", "a refused local path is never retried"
+        assert stack.task_status(entry.failed_task or "") == "FAILED", entry.id
+    keys = stack.keys("")
+    assert sorted(k.split("/")[1] for k in keys if k.endswith("result.json")) == [
+        "hx-good-local",
+        "hx-good-s3",
+    ]
     assert stack.depth("in") == 0

@@ -236,7 +236,7 @@ def test_local_input_refused_unless_allowed(moto_env: str, bucket: str, tmp_path
     with pytest.raises(UnsafeURIError):
         strict.check_writable_prefix(tmp_path.as_uri() + "/")
 
-    lenient = S3Storage(allowed_buckets=[bucket], allow_local_input=True)
+    lenient = S3Storage(allowed_buckets=[bucket], local_input_root=tmp_path)
     assert lenient.read(uri) == b"local bytes"
     with lenient.open(uri) as handle:
         assert handle.read(5) == b"local"

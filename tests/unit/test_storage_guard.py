@@ -79,7 +79,7 @@ def test_local_storage_round_trip_and_result_lookup(tmp_path: Path) -> None:
 
 
 def test_bucket_allowlist_and_local_input_rules() -> None:
-    backend = MemoryStorage(allowed_buckets=["bucket"], allow_local_input=False)
+    backend = MemoryStorage(allowed_buckets=["bucket"])
     scoped = ScopedStorage(backend, PREFIX)
     with pytest.raises(UnsafeURIError, match="allowlist"):
         scoped.read("s3://secret-bucket/x")
