@@ -55,6 +55,9 @@ NOT_CONFIG_ENV = frozenset({"KOMBU_WORKER_FAULTS", "KOMBU_WORKER_FAULTS_LOG"})
 RETIRED_KEYS = {
     "lease_seconds": "a claim's lease is now one visibility_timeout, extended by the heartbeat "
     "while the task runs; remove lease_seconds and set visibility_timeout instead",
+    # The old boolean let any message read any local file (true was the default).
+    "allow_local_input": "file:// inputs are read only under local_input_root; set local_input_root "
+    "to a directory, or leave it unset to read no local files",
 }
 QUEUES_FILE_KEYS = {"input_queue": "queue", "next_queue": "next_queue", "dlq": "dead_letter_queue"}
 _SECRET_IN_URL = re.compile(r"(?P<scheme>[a-z0-9+]+://)(?P<user>[^:/@]*):(?P<pw>[^@/]*)@", re.I)
@@ -114,7 +117,6 @@ class WorkerConfig(BaseModel):
     allowed_buckets: list[str] = Field(default_factory=list)
     # file:// inputs are read only under this folder; unset: data_dir in embedded mode, else none.
     local_input_root: Path | None = None
-    allow_local_input: Any = Field(default=None, exclude=True, repr=False)  # removed: refused below
     db_dsn: str | None = Field(default=None, repr=False)  # secrets stay out of repr()
     # How the worker runs.
     concurrency: int = Field(default=1, ge=1, le=256)
@@ -140,16 +142,6 @@ class WorkerConfig(BaseModel):
 
     # Where each value came from; load_config fills it, users cannot set it.
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
-
-    @field_validator("allow_local_input")
-    @classmethod
-    def _refuse_allow_local_input(cls, value: Any) -> None:
-        """The old boolean let any message read any local file (``true`` was the default)."""
-        if value is not None:
-            raise ValueError(
-                "allow_local_input was removed: file:// inputs are read only under local_input_root;"
-                " set local_input_root to a directory, or leave it unset to read no local files"
-            )
 
     @field_validator("local_input_root")
     @classmethod
