@@ -20,6 +20,7 @@ get SIGTERM, and the run is checked:
 * every task has its result, and every join (fan-in) task exists once, with one result version,
   and its barrier released once;
 * no task PENDING, PROCESSING or FAILED; the dead-letter queue is empty;
+* no job RUNNING without a task PENDING-and-queued or PROCESSING-and-leased (tests/invariants.py);
 * ``process`` re-ran only after a kill between ``process`` and the result write (``during_hooks``;
   with ``--concurrency``/``--batch-size`` above 1, any kill may interrupt several messages);
 * every worker death was an injected fault, and every SIGTERM stop exited 0.
@@ -55,6 +56,7 @@ if str(REPO) not in sys.path:
 from kombu_worker_sdk.faults import POINTS  # noqa: E402
 from tests import servers  # noqa: E402
 from tests.integration.stack import RUNNER, Stack, new_stack  # noqa: E402
+from tests.invariants import sqs_counter, stranded_jobs  # noqa: E402
 
 STEPS = ("split", "part", "join")
 NEXT_STEP: dict[str, str | None] = {"split": "part", "part": "join", "join": None}
@@ -370,6 +372,7 @@ def verify(
     rerun_bound = kills.get("during_hooks", 0) if in_flight == 1 else len(kill_lines) * in_flight
     dlq = stack.depth("dlq")
     leftover = work_depth(stack)
+    stranded = stranded_jobs(stack.dsn, sqs_counter(stack.sqs), default_queue=stack.queues["split"])
 
     stats: dict[str, Any] = {
         "kills_total": len(kill_lines),
@@ -416,6 +419,7 @@ def verify(
             not any(statuses.get(s, 0) for s in ("PENDING", "PROCESSING", "FAILED")),
         ),
         Check("dead-letter queue depth", dlq, "0", dlq == 0),
+        Check("jobs RUNNING with no task queued or leased", stranded, "0", not stranded),
         Check("tasks whose process never ran", never_ran, "0", not never_ran),
         Check(
             "hook re-runs not explained by kills",
