@@ -204,3 +204,24 @@ def leased_until(state: SqliteStateStore, task_id: str) -> float:
     task = next(t for tasks in jobs.values() for t in tasks if t.task_id == task_id)
     assert task.lease_until is not None
     return task.lease_until
+
+
+def test_the_send_command_refuses_an_oversized_message_in_one_line(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo), "KOMBU_WORKER_MAX_MESSAGE_BYTES": str(LIMIT)}
+    args = ["--job-id", "cb", "--input-uri", "s3://bucket/in.txt", "--output-prefix", "s3://bucket/o/"]
+    sent = subprocess.run(
+        [sys.executable, "-m", "kombu_worker_sdk.runner", "send", *args, "--param", "pad=" + "x" * 2 * LIMIT],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert sent.returncode == 1
+    assert sent.stderr.startswith("error: task 'cb-root' is ") and len(sent.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / ".kombu-worker" / "state.db").exists(), "nothing registered, no database"
