@@ -39,7 +39,11 @@ class WorkerSDKError(Exception):
 
 
 class ConfigError(WorkerSDKError):
-    """A config file, key, value or backend URL is wrong; raised at start-up."""
+    """A config file, key, value or backend URL is wrong.
+
+    Mostly raised at start-up; raised while a message is processed (a child with no
+    queue to go to), it fails the task on the first attempt, since no retry can fix it.
+    """
 
 
 class HooksError(WorkerSDKError):

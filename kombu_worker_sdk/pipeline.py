@@ -22,6 +22,7 @@ from .errors import (
     ConfigError,
     HoldMessage,
     MessageError,
+    MessageTooLargeError,
     ObjectNotFoundError,
     PermanentError,
     RejectMessage,
@@ -39,6 +40,18 @@ if TYPE_CHECKING:
     from .message import NextMessage, TaskMessage
     from .runtime import Runtime
     from .state import Claim, PendingChild
+
+#: Errors no retry can fix: dead-lettered (and the task FAILED) on the first attempt. A
+#: ConfigError raised mid-pipeline (a child with no queue to go to) and a child over the size
+#: limit fail the same way every time until someone changes the configuration or the hook.
+PERMANENT_ERRORS = (
+    RejectMessage,
+    MessageError,
+    PermanentError,
+    ObjectNotFoundError,
+    ConfigError,
+    MessageTooLargeError,
+)
 
 CORE_ORDER = ("validate", "idempotency", "claim", "hooks", "store", "fanout")
 #: Custom stages go before hooks, between hooks and store, or after fanout; these
@@ -222,8 +235,7 @@ class Pipeline:
             return Outcome(Disposition.RETRY, delay, str(exc), exc)
         if isinstance(exc, BackendUnavailableError):
             return Outcome(Disposition.RETRY, backoff(run.attempt, config), describe(exc), exc)
-        permanent = (RejectMessage, MessageError, PermanentError, ObjectNotFoundError)
-        if isinstance(exc, permanent) or run.attempt >= config.max_attempts:
+        if isinstance(exc, PERMANENT_ERRORS) or run.attempt >= config.max_attempts:
             return Outcome(Disposition.DEAD_LETTER, reason=describe(exc), error=exc)
         return Outcome(Disposition.RETRY, backoff(run.attempt, config), describe(exc), exc)
 

@@ -34,16 +34,32 @@ class Publisher(ABC):
 
     def publish(self, queue: str, msgs: Iterable[TaskMessage | Mapping[str, Any]]) -> int:
         """Send every message to ``queue``; returns how many were sent."""
-        bodies = [encode(m) for m in msgs]
-        for body in bodies:
-            size = len(body.encode("utf-8"))
-            if size > self.max_message_bytes:
-                raise MessageTooLargeError(
-                    f"message of {size} bytes exceeds the queue limit of {self.max_message_bytes}"
-                )
+        bodies = self.check(queue, msgs)
         if bodies:
             self._send(queue, bodies)
         return len(bodies)
+
+    def check(self, queue: str, msgs: Iterable[TaskMessage | Mapping[str, Any]]) -> list[str]:
+        """Encode ``msgs`` and refuse, before anything is sent or registered, what cannot go.
+
+        Raises ConfigError when ``queue`` cannot be routed and MessageTooLargeError
+        (naming the task and the limit) for a body over ``max_message_bytes``.
+        """
+        self.check_route(queue)
+        bodies = []
+        for msg in msgs:
+            body = encode(msg)
+            size = len(body.encode("utf-8"))
+            if size > self.max_message_bytes:
+                task_id = msg.task_id if isinstance(msg, TaskMessage) else msg.get("task_id")
+                raise MessageTooLargeError(
+                    f"task {task_id!r} is {size} bytes, over max_message_bytes={self.max_message_bytes}"
+                )
+            bodies.append(body)
+        return bodies
+
+    def check_route(self, queue: str) -> None:
+        """Raise ConfigError if this publisher cannot reach ``queue``; embedded queues always can."""
 
     @abstractmethod
     def _send(self, queue: str, bodies: list[str]) -> None: ...

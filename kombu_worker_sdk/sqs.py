@@ -102,7 +102,14 @@ class SqsPublisher(Publisher):
         try:
             return self._urls[queue]
         except KeyError:
-            raise PublishError(f"queue {queue!r} is not configured; give queues as URLs") from None
+            # A routing mistake, not an outage: ConfigError is permanent, so nothing is retried.
+            raise ConfigError(
+                f"queue {queue!r} is not configured: give it as an SQS queue URL "
+                "(NEXT_QUEUE_URL / next_queue, or a full URL in the message's queue)"
+            ) from None
+
+    def check_route(self, queue: str) -> None:
+        self.url_for(queue)
 
     def _send(self, queue: str, bodies: list[str]) -> None:
         url = self.url_for(queue)

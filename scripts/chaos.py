@@ -21,6 +21,7 @@ get SIGTERM, and the run is checked:
 * every task has its result, and every join (fan-in) task exists once, with one result version,
   and its barrier released once;
 * no task PENDING, PROCESSING or FAILED; the dead-letter queue is empty;
+* no job RUNNING without a task PENDING-and-queued or PROCESSING-and-leased (tests/invariants.py);
 * ``process`` re-ran only after a kill between ``process`` and the result write (``during_hooks``;
   with ``--concurrency``/``--batch-size`` above 1, any kill may interrupt several messages);
 * every worker death was an injected fault, and every SIGTERM stop exited 0.

@@ -1,8 +1,10 @@
-"""Stage 6: ask ``publish_next`` for children, commit, then publish.
+"""Stage 6: ask ``publish_next`` for children, check them, commit, then publish.
 
 Children are registered as PENDING in the same transaction that marks the
 parent DONE, and only then published; a crash in between is healed by the next
-delivery, which republishes every child still PENDING.
+delivery, which republishes every child still PENDING. Before that transaction
+every child is checked for a route and for size: a child that could never be
+sent fails its parent (with the reason) instead of sitting PENDING for ever.
 """
 
 from __future__ import annotations
@@ -10,10 +12,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
-from ..errors import HookError, PublishError, WorkerSDKError
+from ..errors import ConfigError, HookError, MessageTooLargeError, WorkerSDKError
 from ..faults import fault_point
 from ..message import NextMessage, parse_next
-from ..pipeline import Stage, TaskRun
+from ..pipeline import Stage, TaskRun, describe
 from ..state import PendingChild
 
 
@@ -63,11 +65,35 @@ class FanoutStage(Stage):
         except Exception as exc:
             raise HookError(f"publish_next raised {type(exc).__name__}: {exc}") from exc
         run.children = _parse_children(raw, msg)
-        default_queue = runtime.config.next_queue
-        orphans = [c.task_id for c in run.children if not (c.queue or default_queue)]
-        if orphans:
-            raise PublishError(f"publish_next returned {orphans[:3]} but no next_queue is configured")
-        return runtime.state.complete(msg, run.children, default_queue=default_queue)
+        check_children(run, run.children)
+        return runtime.state.complete(msg, run.children, default_queue=runtime.config.next_queue)
+
+
+def check_children(run: TaskRun, children: Sequence[NextMessage]) -> None:
+    """Refuse, before the parent is marked DONE, every child that could never be sent.
+
+    Both errors are permanent: the parent is FAILED on this attempt, with a reason
+    that names the child or the setting, rather than DONE beside a stranded child.
+    """
+    default_queue = run.runtime.config.next_queue
+    orphans = [c for c in children if not (c.queue or default_queue)]
+    if orphans:
+        raise ConfigError(no_next_queue(len(orphans)))
+    by_queue: dict[str, list[NextMessage]] = defaultdict(list)
+    for child in children:
+        by_queue[child.queue or default_queue or ""].append(child)
+    for queue, group in by_queue.items():
+        try:
+            run.runtime.publisher.check(queue, [child.task() for child in group])
+        except MessageTooLargeError as exc:
+            raise MessageTooLargeError(f"child {exc}; pass large data by URI in storage") from None
+
+
+def no_next_queue(count: int) -> str:
+    return (
+        f"publish_next returned {count} message(s) but no next queue is configured: "
+        "set NEXT_QUEUE_URL or next_queue, or return [] from publish_next"
+    )
 
 
 def _parse_children(raw: object, parent: object) -> list[NextMessage]:
@@ -92,9 +118,28 @@ def publish_pending(run: TaskRun, pending: Sequence[PendingChild]) -> list[Pendi
     by_queue: dict[str, list[PendingChild]] = defaultdict(list)
     for child in pending:
         queue = child.queue or run.runtime.config.next_queue
-        if queue:
-            by_queue[queue].append(child)
+        if _sendable(run, queue, child):
+            by_queue[queue or ""].append(child)
     for queue, children in by_queue.items():
         run.runtime.publisher.publish(queue, [c.message for c in children])
         run.log.info("published %d message(s) to %s", len(children), queue)
     return [c for children in by_queue.values() for c in children]
+
+
+def _sendable(run: TaskRun, queue: str | None, child: PendingChild) -> bool:
+    """A registered child that can never be sent is marked FAILED with the reason.
+
+    Children are checked before they are registered, so this catches only what
+    changed since (a lower ``max_message_bytes``, a removed ``next_queue``): left
+    PENDING, such a child would keep its job RUNNING for ever.
+    """
+    try:
+        if not queue:
+            raise ConfigError(no_next_queue(1))
+        run.runtime.publisher.check(queue, [child.message])
+    except (ConfigError, MessageTooLargeError) as exc:
+        reason = describe(exc)
+        run.log.error("child %s can never be sent, marking it FAILED: %s", child.message.task_id, reason)
+        run.runtime.state.fail(child.message.task_id, child.message.job_id, error=reason)
+        return False
+    return True

@@ -79,6 +79,17 @@ class PendingChild:
     queue: str | None
 
 
+@dataclass(frozen=True)
+class OpenTask:
+    """A task not yet finished, with what can still move it on: its queue, or its lease."""
+
+    task_id: str
+    job_id: str
+    status: TaskStatus
+    queue: str | None
+    lease_until: float | None
+
+
 class StateStore(ABC):
     """Task and job state behind one interface (SQLite embedded, PostgreSQL in production)."""
 
@@ -134,6 +145,10 @@ class StateStore(ABC):
 
     @abstractmethod
     def job_tasks(self, job_id: str) -> list[TaskRecord]: ...
+
+    @abstractmethod
+    def running_jobs(self) -> dict[str, list[OpenTask]]:
+        """Every RUNNING job with its PENDING and PROCESSING tasks (none: nothing can finish it)."""
 
     @abstractmethod
     def ping(self) -> None:

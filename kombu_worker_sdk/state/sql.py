@@ -21,6 +21,7 @@ from .base import (
     ClaimOutcome,
     JobRecord,
     JobStatus,
+    OpenTask,
     PendingChild,
     StateStore,
     TaskRecord,
@@ -345,6 +346,21 @@ class SqlStateStore(StateStore):
                 (job_id,),
             ).fetchall()
         return [_task_record(row) for row in rows]
+
+    def running_jobs(self) -> dict[str, list[OpenTask]]:
+        with self._tx() as cur:
+            rows = self._run(
+                cur,
+                "SELECT j.job_id, t.task_id, t.status, t.queue, t.lease_until FROM kw_jobs j "
+                "LEFT JOIN kw_tasks t ON t.job_id = j.job_id AND t.status IN ('PENDING', 'PROCESSING') "
+                "WHERE j.status = 'RUNNING' ORDER BY j.job_id, t.task_id",
+            ).fetchall()
+        jobs: dict[str, list[OpenTask]] = {}
+        for job_id, task_id, status, queue, lease_until in rows:
+            tasks = jobs.setdefault(job_id, [])
+            if task_id is not None:
+                tasks.append(OpenTask(task_id, job_id, TaskStatus(status), queue, lease_until))
+        return jobs
 
     def ping(self) -> None:
         with self._tx() as cur:

@@ -12,6 +12,7 @@ from typing import Any
 from chaoslib.workers import STEPS, Supervisor
 from kombu_worker_sdk.faults import POINTS
 from tests.integration.stack import Stack
+from tests.invariants import sqs_counter, stranded_jobs
 
 # -------------------------------------------------------------------------------- jobs
 
@@ -174,6 +175,7 @@ def verify(
     rerun_bound = kills.get("during_hooks", 0) if in_flight == 1 else len(kill_lines) * in_flight
     dlq = stack.depth("dlq")
     leftover = work_depth(stack)
+    stranded = stranded_jobs(stack.dsn, sqs_counter(stack.sqs), default_queue=stack.queues["split"])
 
     stats: dict[str, Any] = {
         "kills_total": len(kill_lines),
@@ -220,6 +222,7 @@ def verify(
             not any(statuses.get(s, 0) for s in ("PENDING", "PROCESSING", "FAILED")),
         ),
         Check("dead-letter queue depth", dlq, "0", dlq == 0),
+        Check("jobs RUNNING with no task queued or leased", stranded, "0", not stranded),
         Check("tasks whose process never ran", never_ran, "0", not never_ran),
         Check(
             "hook re-runs not explained by kills",

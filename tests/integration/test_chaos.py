@@ -46,6 +46,8 @@ def test_kills_at_every_boundary_lose_nothing_and_write_every_result_once(tmp_pa
     assert checks["fan-in (join) not exactly once"] == []
     assert checks["tasks PENDING/PROCESSING/FAILED"] == {"PENDING": 0, "PROCESSING": 0, "FAILED": 0}
     assert checks["dead-letter queue depth"] == 0
+    # tests/invariants.py's stranded_jobs, run by chaos.py on the run's own database and queues.
+    assert checks["jobs RUNNING with no task queued or leased"] == {}
     # Every task's result exists once: one version each, split + parts + join per job.
     assert stats["result_objects"] == stats["result_versions"] == JOBS * (FANOUT + 2)
     assert all(runs >= 1 for runs in stats["join_process_runs_per_job"].values())

@@ -43,6 +43,7 @@ from tests.fixtures.hostile_messages import (
 )
 from tests.fixtures.hostile_messages.local_files import good_local_message
 from tests.integration.stack import Stack, new_stack
+from tests.invariants import sqs_counter, stranded_jobs
 
 pytestmark = pytest.mark.integration
 
@@ -236,6 +237,11 @@ def test_worker_survives_everything_and_exits_cleanly(hostile: HostileRun) -> No
     buggy = {_task_id_in(hostile.entry(i).body) for i in KNOWN_BUGS}
     unexpected = {t for t, s in hostile.tasks.items() if s == "FAILED"} - expected_failed - buggy
     assert not unexpected, f"FAILED rows nobody asked for: {sorted(unexpected)}"
+
+
+def test_no_job_is_left_running_without_work_that_can_finish_it(hostile: HostileRun) -> None:
+    stack = hostile.stack
+    assert stranded_jobs(stack.dsn, sqs_counter(stack.sqs), default_queue=stack.queues["in"]) == {}
 
 
 def test_nothing_was_written_outside_the_good_prefixes(hostile: HostileRun) -> None:

@@ -123,4 +123,4 @@ def test_publish_next_without_next_queue_is_an_error() -> None:
 
     runner = LocalRunner(StepHooks(), WorkerConfig(worker_id="t", max_attempts=1))
     result = runner.run(split_message("n1", parts=1))
-    assert result.disposition == "dead_letter" and "no next_queue" in result.outcome.reason
+    assert result.disposition == "dead_letter" and "no next queue is configured" in result.outcome.reason
