@@ -6,8 +6,7 @@ envelope. A hostile body (deep nesting, bad base64, a ``properties`` string)
 then raises inside Kombu's receive loop, where no consumer can dead-letter it,
 and the message comes back forever. This channel hands over the raw SQS record
 untouched; :func:`kombu_worker_sdk.decoding.decode_body` does all the decoding
-(base64 envelopes, Celery protocol 2),
-with JSON-only rules and named errors.
+(Kombu's base64 envelopes, Celery protocol 2) with JSON-only rules and named errors.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ worker is ``python -m kombu_worker_sdk.runner`` in a subprocess.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -181,3 +182,32 @@ def test_without_dlq_url_dead_letters_go_to_the_redrive_target(stack: Stack) -> 
 def m_attempts(message: dict[str, Any]) -> str:
     value: str = message["MessageAttributes"]["attempts"]["StringValue"]
     return value
+
+
+def readme_example(name: str) -> str:
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    for block in re.findall(r"```python\n(.*?)```", readme, flags=re.S):
+        if block.startswith(f"# readme-example: {name}\n"):
+            return block
+    raise AssertionError(f"README has no example {name!r}")
+
+
+def test_the_readmes_producer_examples_run_to_done(stack: Stack) -> None:
+    servers.require_module("celery")
+    for key in ("uploads/abc123.jpg", "uploads/abc124.jpg"):
+        stack.s3.put_object(Bucket=stack.bucket, Key=key, Body=b"image")
+    queue = repr(queue_name(stack))
+    for name in ("celery-producer", "kombu-producer"):  # the README's text, on this test's names
+        code = readme_example(name).replace("my-bucket", stack.bucket)
+        code = code.replace('queue="detection"', f"queue={queue}").replace('key="detection"', f"key={queue}")
+        exec(code, {})
+    start(stack)
+    wait_for(
+        lambda: stack.job("abc123") == ("DONE", 1, 1, 0) and stack.job("abc124") == ("DONE", 1, 1, 0),
+        timeout=60,
+        interval=0.2,
+    )
+    assert stack.stop_workers() == [0]
+    assert {"jobs/abc123/detection/result.json", "jobs/abc124/detection/result.json"} <= set(
+        stack.keys("jobs/")
+    )
