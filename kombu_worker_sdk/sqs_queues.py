@@ -30,26 +30,26 @@ from .errors import ConfigError
 def check_queues(runtime: Any, client: Any) -> None:
     """Refuse a missing input, next or dead-letter queue; align attempts with the redrive policy."""
     config: WorkerConfig = runtime.config
-    attributes = _attributes(client, config.queue, "input queue (QUEUE_URL)")
-    policy = _redrive_policy(attributes)
+    policy = _redrive_policy(_attributes(client, config.queue, "input queue (QUEUE_URL)"))
     if config.next_queue:
         _attributes(client, config.next_queue, "next queue (NEXT_QUEUE_URL)")
-    resolve_dead_letter_queue(runtime, client, policy)
+    url = dead_letter_queue(config, client, policy)
+    if not config.dead_letter_queue and url != config.effective_dead_letter_queue:
+        config.dead_letter_queue = url
+        runtime.logger.info("dead letters go to the input queue's redrive target %s", url)
     align_attempts_with_redrive(runtime, policy)
 
 
-def resolve_dead_letter_queue(runtime: Any, client: Any, policy: dict[str, Any]) -> str:
+def dead_letter_queue(config: WorkerConfig, client: Any, policy: dict[str, Any] | None = None) -> str:
     """Where this worker sends dead letters (see the module docstring); refuses a missing queue."""
-    config: WorkerConfig = runtime.config
     if config.dead_letter_queue:
         _attributes(client, config.dead_letter_queue, "dead-letter queue (DLQ_URL / dead_letter_queue)")
         return config.dead_letter_queue
+    if policy is None:
+        policy = _redrive_policy(_attributes(client, config.queue, "input queue (QUEUE_URL)"))
     target = policy.get("deadLetterTargetArn")
     if isinstance(target, str) and target:
-        url = _url_of_arn(client, target)
-        config.dead_letter_queue = url
-        runtime.logger.info("dead letters go to the input queue's redrive target %s", url)
-        return url
+        return _url_of_arn(client, target)
     derived = config.effective_dead_letter_queue
     _attributes(
         client,

@@ -138,29 +138,44 @@ def test_celery_protocol_1_and_pickle_are_refused_by_name_and_dead_lettered(stac
     assert stack.depth("in") == 0
 
 
-@pytest.mark.parametrize("explicit", [True, False], ids=["DLQ_URL-missing", "derived-dlq-missing"])
-def test_a_missing_dead_letter_queue_refuses_start_up_in_one_line(stack: Stack, explicit: bool) -> None:
+def redrive_to(stack: Stack, target: str) -> None:
+    attributes = stack.sqs.get_queue_attributes(QueueUrl=target, AttributeNames=["QueueArn"])["Attributes"]
+    policy = json.dumps({"deadLetterTargetArn": attributes["QueueArn"], "maxReceiveCount": 5})
+    stack.sqs.set_queue_attributes(QueueUrl=stack.queues["in"], Attributes={"RedrivePolicy": policy})
+
+
+@pytest.mark.parametrize(
+    ("case", "role"),
+    [
+        ("DLQ_URL names a missing queue", "dead-letter queue (DLQ_URL / dead_letter_queue)"),
+        ("DLQ_URL missing although the input queue has a RedrivePolicy", "dead-letter queue (DLQ_URL"),
+        ("no DLQ_URL and no <queue>-dlq", "dead-letter queue"),
+        ("QUEUE_URL names a missing queue", "input queue (QUEUE_URL)"),
+    ],
+)
+def test_a_missing_queue_refuses_start_up_in_one_line(stack: Stack, case: str, role: str) -> None:
     env = stack.env("in", None)
-    if explicit:
-        env["DLQ_URL"] = stack.queues["in"] + "-gone"
-    else:
-        del env["DLQ_URL"]  # falls back to <queue>-dlq, which nobody created
+    missing = stack.queues["in"] + "-gone"
+    if case.startswith("DLQ_URL"):
+        env["DLQ_URL"] = missing
+    if "RedrivePolicy" in case:
+        redrive_to(stack, stack.queues["dlq"])  # SQS could move it, but the SDK's own send cannot
+    if case.startswith("no DLQ_URL"):
+        del env["DLQ_URL"]
+        missing = stack.queues["in"] + "-dlq"  # the default name, which nobody created
+    if case.startswith("QUEUE_URL"):
+        env["QUEUE_URL"] = missing
     result = stack.cli("--hooks", HOOKS, env=env)
-    missing = stack.queues["in"] + ("-gone" if explicit else "-dlq")
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 1, result.stderr
     assert len(errors) == 1, result.stderr
-    assert errors[0].startswith("error: dead-letter queue") and f"{missing} does not exist" in errors[0]
+    assert errors[0].startswith(f"error: {role}") and f"{missing} does not exist" in errors[0]
     assert "Traceback" not in result.stderr and "started" not in result.stderr
 
 
 def test_without_dlq_url_dead_letters_go_to_the_redrive_target(stack: Stack) -> None:
     target = servers.fresh_queue(stack.sqs, "kw-redrive-target")
-    arn = stack.sqs.get_queue_attributes(QueueUrl=target, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    policy = json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": 5})
-    stack.sqs.set_queue_attributes(QueueUrl=stack.queues["in"], Attributes={"RedrivePolicy": policy})
+    redrive_to(stack, target)
     stack.queues["target"] = target
     app = celery_app(task_protocol=1)
     try:
@@ -169,6 +184,8 @@ def test_without_dlq_url_dead_letters_go_to_the_redrive_target(stack: Stack) -> 
         app.close()
     env = stack.env("in", None)
     del env["DLQ_URL"]
+    checked = stack.cli("check", env=env)  # `kombu-worker check` names the same queue
+    assert f"ok   dead-letter queue: {target} reachable" in checked.stdout, checked.stdout
     stack.start_worker(HOOKS, env=env)
     found: list[dict[str, Any]] = []
     wait_for(lambda: found.extend(stack.receive_all("target")) or found, timeout=60, interval=0.2)
