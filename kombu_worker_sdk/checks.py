@@ -45,11 +45,13 @@ def _checks(config: WorkerConfig) -> Iterator[tuple[str, Callable[[], str]]]:
     queues = {
         "input queue": config.queue,
         "next queue": config.next_queue,
-        "dead-letter queue": config.effective_dead_letter_queue,
+        "dead-letter queue": config.effective_dead_letter_queue if config.is_embedded_broker else None,
     }
     for label, queue in queues.items():
         if queue:
             yield f"{label} {queue}", functools.partial(_check_queue, config, queue)
+    if not config.is_embedded_broker:  # DLQ_URL, else the redrive target, else <queue>-dlq
+        yield "dead-letter queue", lambda: _check_dead_letters(config)
     yield f"storage {config.effective_storage_url}", lambda: _check_storage(config)
     yield f"database {config.effective_db_dsn}", lambda: _check_database(config)
 
@@ -67,6 +69,14 @@ def _check_queue(config: WorkerConfig, queue: str) -> str:
     url = SqsPublisher(config, client).url_for(queue)
     attrs = client.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
     return f"reachable, {attrs['Attributes']['ApproximateNumberOfMessages']} message(s) waiting"
+
+
+def _check_dead_letters(config: WorkerConfig) -> str:
+    from .sqs import new_client
+    from .sqs_queues import dead_letter_queue
+
+    url = dead_letter_queue(config, new_client(config))
+    return f"{url} {_check_queue(config, url)}"
 
 
 def _check_storage(config: WorkerConfig) -> str:

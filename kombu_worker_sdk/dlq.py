@@ -28,10 +28,11 @@ def redrive(config: WorkerConfig, *, limit: int | None = None) -> int:
 
 def _redrive_sqs(config: WorkerConfig, limit: int | None) -> int:
     from .sqs import SqsPublisher, new_client
+    from .sqs_queues import dead_letter_queue
 
     client = new_client(config)
     publisher = SqsPublisher(config, client)
-    source = publisher.url_for(config.effective_dead_letter_queue)
+    source = dead_letter_queue(config, client)  # where the worker sends them (DLQ_URL or redrive target)
     target = publisher.url_for(config.queue)
     moved = 0
     while limit is None or moved < limit:

@@ -1,14 +1,13 @@
-"""The message contract: what a task message is, and how a body becomes one.
+"""The message contract: what a task message is, and how a decoded body is checked.
 
-Bodies arrive as raw JSON (``aws sqs send-message``, any non-Python producer) or
-as Kombu envelopes. Only JSON is ever decoded; pickle and every other content
-type are refused with :class:`~kombu_worker_sdk.errors.DecodeError`.
+Bodies arrive as raw JSON (``aws sqs send-message``, any non-Python producer), as
+Kombu envelopes, or as Celery protocol-2 tasks; :mod:`kombu_worker_sdk.decoding`
+turns each into a JSON object (JSON only: pickle and every other content type are
+refused with :class:`~kombu_worker_sdk.errors.DecodeError`).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import re
@@ -17,13 +16,20 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import DecodeError, InvalidMessageError, UnsafeURIError
+from .decoding import ID_PATTERN, JSON_CONTENT_TYPES, decode_body, readable_id
+from .errors import InvalidMessageError, UnsafeURIError
 
-#: Content types that may carry a task. Everything else is refused (no pickle, ever).
-JSON_CONTENT_TYPES = frozenset({"application/json", "text/json"})
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@=+\-]{0,255}$"
+__all__ = [
+    "ID_PATTERN",
+    "JSON_CONTENT_TYPES",
+    "FanIn",
+    "NextMessage",
+    "TaskMessage",
+    "decode_body",
+    "parse_next",
+    "parse_task",
+]
 URI_SCHEMES = frozenset({"s3", "file"})
-_ENVELOPE_KEYS = frozenset({"body", "content-type", "properties"})
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -135,20 +141,6 @@ class NextMessage(TaskMessage):
         return TaskMessage.model_validate(self.model_dump(exclude={"fan_in", "queue"}))
 
 
-def decode_body(raw: bytes | str, content_type: str | None = None) -> dict[str, Any]:
-    """Decode a message body to a JSON object, unwrapping a Kombu envelope if present.
-
-    Raises DecodeError for anything that is not a JSON object of an accepted type.
-    """
-    _check_content_type(content_type)
-    data = _loads(raw)
-    if isinstance(data, dict) and data.keys() >= _ENVELOPE_KEYS:
-        data = _unwrap_envelope(data)
-    if not isinstance(data, dict):
-        raise DecodeError(f"message body must be a JSON object, got {type(data).__name__}")
-    return data
-
-
 def parse_task(data: dict[str, Any]) -> TaskMessage:
     """Validate a decoded body against the contract; InvalidMessageError names each field."""
     try:
@@ -156,8 +148,8 @@ def parse_task(data: dict[str, Any]) -> TaskMessage:
     except ValidationError as exc:
         raise InvalidMessageError(
             f"invalid task message: {_summarise(exc)}",
-            task_id=_readable_id(data.get("task_id")),
-            job_id=_readable_id(data.get("job_id")),
+            task_id=readable_id(data.get("task_id")),
+            job_id=readable_id(data.get("job_id")),
         ) from None
 
 
@@ -175,49 +167,6 @@ def parse_next(data: dict[str, Any], *, parent: TaskMessage) -> NextMessage:
     return child
 
 
-def _check_content_type(content_type: str | None) -> None:
-    if content_type is None:
-        return
-    base = content_type.split(";", 1)[0].strip().lower()
-    if base not in JSON_CONTENT_TYPES:
-        raise DecodeError(f"refused content type {content_type!r}: only JSON is accepted")
-
-
-def _loads(raw: bytes | str) -> Any:
-    try:
-        text = raw.decode("utf-8") if isinstance(raw, bytes | bytearray) else raw
-        return json.loads(text, parse_constant=_refuse_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError) as exc:
-        raise DecodeError(f"message body is not valid JSON: {exc}") from None
-
-
-def _unwrap_envelope(envelope: dict[str, Any]) -> Any:
-    """Open a Kombu envelope (as Kombu's SQS transport publishes it) after checking its type."""
-    _check_content_type(str(envelope.get("content-type") or "application/json"))
-    body = envelope.get("body")
-    properties = envelope.get("properties")
-    if not isinstance(properties, dict):
-        raise DecodeError("Kombu envelope 'properties' is not an object")
-    encoding = properties.get("body_encoding")
-    if encoding not in (None, "base64"):
-        raise DecodeError(f"Kombu envelope has an unknown body_encoding {str(encoding)[:40]!r}")
-    if encoding == "base64" and isinstance(body, str):
-        try:
-            body = base64.b64decode(body, validate=True)
-        except (binascii.Error, ValueError):
-            raise DecodeError("Kombu envelope body is not valid base64") from None
-    if isinstance(body, dict):
-        return body
-    if not isinstance(body, str | bytes):
-        raise DecodeError("Kombu envelope has no body")
-    return _loads(body)
-
-
-def _refuse_constant(name: str) -> Any:
-    """NaN and Infinity are not JSON; other languages' parsers reject them."""
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def _summarise(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
@@ -225,10 +174,3 @@ def _summarise(exc: ValidationError) -> str:
         where = ".".join(ascii(p)[1:-1] if isinstance(p, str) else str(p) for p in err["loc"]) or "body"
         parts.append(f"{where}: {err['msg']}")
     return "; ".join(parts)
-
-
-def _readable_id(value: Any) -> str | None:
-    """The id if it is usable as a key, else None (so a FAILED row can still be written)."""
-    if isinstance(value, str) and re.fullmatch(ID_PATTERN, value):
-        return value
-    return None

@@ -33,11 +33,12 @@ def serve(config: WorkerConfig, hooks: Any, *, max_messages: int | None = None) 
     configure_logging(config.log_level)
     runtime = build_runtime(config, hooks)
     runtime.state.upgrade()
+    deliveries = delivery_factory(runtime)  # checks the queues before the model loads
     runtime.start()
     worker = Worker(
         runtime,
         broker_connection(config),
-        delivery_factory=delivery_factory(runtime),
+        delivery_factory=deliveries,
         max_messages=max_messages,
     )
     install_signal_handlers(worker)

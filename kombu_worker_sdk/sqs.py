@@ -29,6 +29,7 @@ from .delivery import Delivery
 from .errors import BackendUnavailableError, ConfigError, PublishError
 from .publish import Publisher
 from .sqs_acks import AckBatcher
+from .sqs_queues import check_queues
 from .sqs_sends import CoalescingSender
 
 SQS_BATCH_ENTRIES = 10
@@ -295,23 +296,5 @@ def sqs_delivery_factory(runtime: Any) -> SqsDeliveries:
     publisher = runtime.publisher
     if not isinstance(publisher, SqsPublisher):
         publisher = SqsPublisher(runtime.config)
-    align_attempts_with_redrive(runtime, publisher.client)
+    check_queues(runtime, publisher.client)  # before the first receive: refuse a missing queue
     return SqsDeliveries(publisher)
-
-
-def align_attempts_with_redrive(runtime: Any, client: Any) -> None:
-    """A redrive policy that moves messages before max_attempts would skip our FAILED mark."""
-    config = runtime.config
-    try:
-        attrs = client.get_queue_attributes(QueueUrl=config.queue, AttributeNames=["RedrivePolicy"])
-        policy = json.loads(attrs.get("Attributes", {}).get("RedrivePolicy", "{}"))
-    except (BotoCoreError, ClientError, ValueError):
-        return  # no permission or no policy: our own max_attempts applies
-    limit = int(policy.get("maxReceiveCount", 0) or 0)
-    if 0 < limit < config.max_attempts:
-        runtime.logger.warning(
-            "queue redrive policy moves messages after %d receives; max_attempts lowered from %d",
-            limit,
-            config.max_attempts,
-        )
-        config.max_attempts = limit

@@ -5,8 +5,8 @@ base64, parses JSON, and treats any object with a ``properties`` key as its own
 envelope. A hostile body (deep nesting, bad base64, a ``properties`` string)
 then raises inside Kombu's receive loop, where no consumer can dead-letter it,
 and the message comes back forever. This channel hands over the raw SQS record
-untouched; :func:`kombu_worker_sdk.message.decode_body` does all the decoding,
-with JSON-only rules and named errors.
+untouched; :func:`kombu_worker_sdk.decoding.decode_body` does all the decoding
+(Kombu's base64 envelopes, Celery protocol 2) with JSON-only rules and named errors.
 """
 
 from __future__ import annotations
