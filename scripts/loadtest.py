@@ -14,68 +14,33 @@ Starts ``--workers`` ``kombu-worker`` processes per step (hooks ``tests.sample_h
 sends the jobs with ``kombu-worker send`` (which registers each job in PostgreSQL first), samples
 the queue backlogs and the finished tasks every 0.5 s until every job is DONE or FAILED (or
 ``--timeout``), then prints throughput and end-to-end job latency and writes a PNG of the run.
-See tests/load-recipe.md.
+See tests/load-recipe.md. Beside this file: ``loadtest_target.py`` (the queues, bucket and
+database, here or on AWS) and ``loadtest_workers.py`` (the worker processes).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import json
 import math
-import os
-import re
 import signal
 import subprocess
 import sys
 import threading
 import time
-import urllib.parse
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import boto3
 import psycopg2
-from botocore.config import Config
-from psycopg2 import sql
+from loadtest_target import STEPS, Target, aws_target, backlog, harness_target, log, mask
+from loadtest_workers import REPO, WORKER, start_workers, stop_workers, wait_consuming, worker_env
 
-REPO = Path(__file__).resolve().parents[1]
-STEPS = ("split", "part", "join")
-NEXT = {"split": "part", "part": "join", "join": None}
-HOOKS = "tests.sample_hooks:StepHooks"
-WORKER = [sys.executable, "-m", "kombu_worker_sdk.runner"]  # what the kombu-worker script runs
 SAMPLE_SECONDS = 0.5
-BOTO = Config(connect_timeout=5, read_timeout=20, retries={"max_attempts": 3})
 DEPTH_WARNING = 1000
-
-
-def log(msg: str) -> None:
-    print(f"[loadtest] {msg}", file=sys.stderr, flush=True)
-
-
-@dataclass
-class Target:
-    """Where the run happens: queue URLs by role, bucket, database, optional endpoint."""
-
-    queues: dict[str, str]
-    bucket: str
-    dsn: str
-    region: str
-    endpoint: str | None = None
-    dummy_creds: bool = False
-    clients: dict[str, Any] = field(default_factory=dict)
-
-    def client(self, service: str) -> Any:
-        if service not in self.clients:
-            self.clients[service] = boto3.client(
-                service, region_name=self.region, endpoint_url=self.endpoint, config=BOTO
-            )
-        return self.clients[service]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -97,132 +62,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if min(args.jobs, args.fanout, args.workers, args.concurrency) < 1:
         p.error("--jobs, --fanout, --workers and --concurrency must be at least 1")
     return args
-
-
-def mask(text: str) -> str:
-    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", text)
-
-
-# -- targets -----------------------------------------------------------------
-def harness_target(run_id: str) -> Target:
-    """Fresh queues, bucket and database on the servers of scripts/services.py."""
-    endpoint, admin_dsn = os.environ.get("KWS_TEST_MOTO_URL"), os.environ.get("KWS_TEST_PG_DSN")
-    if not endpoint or not admin_dsn:
-        sys.exit("loadtest: run under scripts/services.py, or give --queue-prefix-url/--bucket/--db-dsn")
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-    target = Target({}, run_id, "", "us-east-1", endpoint, dummy_creds=True)
-    sqs = target.client("sqs")
-    for role in (*STEPS, "dlq"):
-        target.queues[role] = sqs.create_queue(QueueName=f"{run_id}-{role}")["QueueUrl"]
-    target.client("s3").create_bucket(Bucket=run_id)
-    conn = psycopg2.connect(admin_dsn, connect_timeout=5)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(run_id.replace("-", "_"))))
-    finally:
-        conn.close()
-    parts = urllib.parse.urlsplit(admin_dsn)
-    target.dsn = urllib.parse.urlunsplit(parts._replace(path="/" + run_id.replace("-", "_")))
-    return target
-
-
-def aws_target(args: argparse.Namespace) -> Target:
-    """Existing queues ``<prefix>-<role>``, bucket and database; credentials from the AWS chain."""
-    prefix = args.queue_prefix_url.rstrip("/")
-    found = re.search(r"sqs[.-]([a-z0-9-]+)\.amazonaws\.com", prefix)
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or (found and found[1])
-    if not region:
-        sys.exit("loadtest: set AWS_REGION (cannot read the region from --queue-prefix-url)")
-    target = Target({r: f"{prefix}-{r}" for r in (*STEPS, "dlq")}, args.bucket, args.db_dsn, region)
-    for role, url in target.queues.items():
-        depth = backlog(target, url)
-        if depth[0] or depth[1]:
-            log(f"warning: {role} queue already holds {depth[0]} visible / {depth[1]} in-flight messages")
-    return target
-
-
-# -- workers -----------------------------------------------------------------
-def worker_env(target: Target, step: str, args: argparse.Namespace, data_dir: Path) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-        "WORKER_CONFIG_DIR": str(REPO / "config"),
-        "BROKER_URL": "sqs://",
-        "STORAGE_URL": "s3://",
-        "QUEUE_URL": target.queues[step],
-        "DLQ_URL": target.queues["dlq"],
-        "BUCKET": target.bucket,
-        "DB_DSN": target.dsn,
-        "AWS_DEFAULT_REGION": target.region,
-        "KOMBU_WORKER_DATA_DIR": str(data_dir),
-        "KOMBU_WORKER_WAIT_TIME_SECONDS": "1",
-        "KOMBU_WORKER_CONCURRENCY": str(args.concurrency),
-    }
-    env.pop("NEXT_QUEUE_URL", None)
-    nxt = NEXT[step]
-    if nxt:
-        env["NEXT_QUEUE_URL"] = target.queues[nxt]
-    if target.endpoint:
-        env["AWS_ENDPOINT_URL"] = target.endpoint
-    return env
-
-
-def _die_with_parent() -> None:
-    """Linux: the worker gets SIGTERM if this script dies, so no worker outlives a killed run."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def start_workers(target: Target, args: argparse.Namespace, logdir: Path) -> list[subprocess.Popen[bytes]]:
-    procs = []
-    for step in STEPS:
-        env = worker_env(target, step, args, logdir / "data")
-        for i in range(args.workers):
-            with (logdir / f"{step}-{i}.log").open("wb") as out:
-                procs.append(
-                    subprocess.Popen(
-                        [*WORKER, "--hooks", HOOKS],
-                        env=env,
-                        cwd=REPO,
-                        stdin=subprocess.DEVNULL,
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,  # signals reach workers only through this script
-                        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-                    )
-                )
-    return procs
-
-
-def wait_consuming(procs: list[subprocess.Popen[bytes]], logdir: Path, timeout: float = 120) -> None:
-    """Poll the worker logs until every worker logged that it consumes (fails at the deadline)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        ready = sum("consuming from" in p.read_text(errors="replace") for p in logdir.glob("*.log"))
-        if ready >= len(procs):
-            return
-        dead = [p for p in procs if p.poll() is not None]
-        if dead or time.monotonic() > deadline:
-            raise RuntimeError(
-                f"{ready}/{len(procs)} workers consuming, {len(dead)} exited; logs in {logdir}"
-            )
-        time.sleep(0.2)
-
-
-def stop_workers(procs: list[subprocess.Popen[bytes]], grace: float = 30) -> list[int | None]:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    for proc in procs:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(max(0.1, deadline - time.monotonic()))
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-    return [proc.returncode for proc in procs]
 
 
 # -- sending and sampling -------------------------------------------------------
@@ -271,13 +110,6 @@ def start_sender(
     thread = threading.Thread(target=send, name="sender", daemon=True)
     thread.start()
     return thread, errors
-
-
-def backlog(target: Target, url: str) -> tuple[int, int]:
-    attrs = target.client("sqs").get_queue_attributes(
-        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
-    )["Attributes"]
-    return int(attrs["ApproximateNumberOfMessages"]), int(attrs["ApproximateNumberOfMessagesNotVisible"])
 
 
 def db_counts(conn: Any, pattern: str) -> tuple[int, int, int]:

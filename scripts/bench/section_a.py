@@ -1,0 +1,200 @@
+"""a  Overhead on one Kombu transport (``memory://``, one process, one consumer after another).
+
+A bare Kombu ``ConsumerMixin`` that only acks (the floor), kombu-worker (no-op hooks,
+MemoryStorage, MemoryPublisher, SQLite state in a tmpfs file) and Celery 5 (solo pool, no-op
+task, worker in a thread). N messages are queued first; the rate is (N-1) over the time from
+the first message's handler to the last one's, so start-up is left out for all three.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import statistics
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from .base import Result, Row, Section, fmt, verdict
+from .common import Clock, seed_memory, tmpdir, unique
+from .hooks import clocked
+from .profiling import py_spy
+from .settings import Settings, log
+from .workers import celery_app, celery_worker, kombu_worker
+
+TARGETS = {"a_vs_bare": 0.5, "a_vs_celery": 1.2}
+CONSUMERS = ("bare_kombu", "kombu_worker", "celery", "kombu_worker_indexed_storage")
+
+
+def run_bare_kombu(n: int) -> Result:
+    from kombu import Connection, Queue
+    from kombu.mixins import ConsumerMixin
+
+    queue = unique("bench-bare")
+    seed_memory(queue, n)
+    clock = Clock(n)
+
+    class Bare(ConsumerMixin):  # type: ignore[misc]
+        def __init__(self, connection: Any):
+            self.connection = connection
+
+        def get_consumers(self, consumer_cls: Any, channel: Any) -> list[Any]:
+            return [
+                consumer_cls(
+                    queues=[Queue(queue, routing_key=queue)],
+                    on_message=self.on_message,
+                    accept=["application/json"],
+                    prefetch_count=1,
+                )
+            ]
+
+        def on_message(self, message: Any) -> None:
+            message.ack()
+            clock.tick()
+            if clock.done.is_set():
+                self.should_stop = True
+
+    started = time.perf_counter()
+    Bare(Connection("memory://", transport_options={"polling_interval": 0.01})).run()
+    wall = time.perf_counter() - started
+    return {"rate": clock.rate(), "wall_s": wall, "processed": clock.count}
+
+
+def run_kombu_worker(n: int, storage: str, cap: float, profile_to: Path | None = None) -> Result:
+    hooks, clock = clocked("noop", n)
+    queue = unique("bench-kw")
+    seed_memory(queue, n)
+    with tmpdir("bench-a-") as tmp, py_spy(profile_to):
+        started = time.perf_counter()
+        kw = kombu_worker(hooks, queue=queue, tmp=tmp, storage=storage)
+        clock.done.wait(cap)  # a slow build is measured on what it got through in ``cap`` seconds
+        wall = time.perf_counter() - started
+        kw.stop()
+    return {
+        "rate": clock.rate(),
+        "wall_s": wall,
+        "processed": clock.count,
+        "capped": clock.count < n,
+        "stage_us": stage_means(kw.runtime.storage),
+    }
+
+
+def stage_means(storage: Any) -> dict[str, float]:
+    """Mean seconds per stage (as µs) from the metrics.json files the store stage wrote."""
+    totals: Counter[str] = Counter()
+    count = 0
+    for uri, data in list(getattr(storage, "objects", {}).items()):
+        if uri.endswith("/metrics.json"):
+            for stage, seconds in json.loads(data).get("sdk", {}).get("stage_seconds", {}).items():
+                totals[stage] += seconds
+            count += 1
+    return {stage: round(1e6 * total / count, 1) for stage, total in totals.items()} if count else {}
+
+
+def run_celery(n: int) -> Result:
+    app = celery_app("memory://", unique("bench-celery"))
+    clock = Clock(n)
+
+    @app.task(name="bench.noop")
+    def noop(i: int) -> None:
+        clock.tick()
+
+    for i in range(n):
+        noop.apply_async((i,))
+    started = time.perf_counter()
+    with celery_worker(app, shutdown_timeout=10):
+        clock.done.wait(300)
+        wall = time.perf_counter() - started
+    return {"rate": clock.rate(), "wall_s": wall, "processed": clock.count}
+
+
+def summarise(samples: list[Result]) -> Result:
+    """The median of the repeats, and every repeat beside it."""
+    rates = [r["rate"] for r in samples]
+    figures = {
+        "rate": statistics.median(rates),
+        "rates": rates,
+        "us_per_message": 1e6 / statistics.median(rates),
+        "wall_s": statistics.median(r["wall_s"] for r in samples),
+        "processed": [r["processed"] for r in samples],
+        "capped": any(r.get("capped") for r in samples),
+    }
+    if samples[0].get("stage_us"):
+        figures["stage_us_first_repeat"] = samples[0]["stage_us"]
+    return figures
+
+
+def run(s: Settings, out_dir: Path) -> Result:
+    n = s.overhead_messages
+    runs: dict[str, list[Result]] = {name: [] for name in CONSUMERS}
+    for rep in range(s.repeats):
+        log.info("a: repeat %d/%d, %d messages each", rep + 1, s.repeats, n)
+        runs["bare_kombu"].append(run_bare_kombu(n))
+        runs["kombu_worker"].append(run_kombu_worker(n, "memory", s.time_cap))
+        runs["kombu_worker_indexed_storage"].append(run_kombu_worker(n, "indexed", s.time_cap))
+        runs["celery"].append(run_celery(n))
+        gc.collect()
+    if s.profile:  # an extra run, not measured: sampling slows the process down
+        log.info("a: profiling kombu-worker with py-spy")
+        run_kombu_worker(n, "memory", s.time_cap, out_dir / "profile-a-kombu-worker.txt")
+        run_kombu_worker(n, "indexed", s.time_cap, out_dir / "profile-a-kombu-worker-indexed.txt")
+    consumers = {name: summarise(samples) for name, samples in runs.items()}
+    consumers["kombu_worker_indexed_storage"]["diagnostic"] = (
+        "MemoryStorage with an O(1) find_result instead of its sorted scan of every object"
+    )
+    kw, bare, cel = (consumers[k]["rate"] for k in ("kombu_worker", "bare_kombu", "celery"))
+    return {
+        "transport": "memory://",
+        "messages": n,
+        "repeats": s.repeats,
+        "consumers": consumers,
+        "kombu_worker_vs_bare": kw / bare,
+        "kombu_worker_vs_celery": kw / cel,
+        "indexed_vs_bare": consumers["kombu_worker_indexed_storage"]["rate"] / bare,
+        "indexed_vs_celery": consumers["kombu_worker_indexed_storage"]["rate"] / cel,
+        "setup": {
+            "bare_kombu": "ConsumerMixin, prefetch_count=1, on_message acks only",
+            "kombu_worker": "Worker, concurrency 1, no-op hooks, MemoryStorage, MemoryPublisher, "
+            "SqliteStateStore on a tmpfs file, WARNING logging",
+            "celery": "Celery 5 solo pool in a thread (start_worker), no-op task, acks_late, "
+            "results ignored, default prefetch multiplier (4)",
+        },
+        "targets": {"vs_bare": TARGETS["a_vs_bare"], "vs_celery": TARGETS["a_vs_celery"]},
+    }
+
+
+def rows(a: Result) -> list[Row]:
+    c = a["consumers"]
+    out: list[Row] = []
+    for name in CONSUMERS:
+        label = name.replace("_", " ") + (" (diagnostic)" if "indexed" in name else "")
+        out.append(
+            (f"{label} msg/s", f"{c[name]['rate']:,.0f}", f"{c[name]['us_per_message']:.0f} us/msg", "")
+        )
+    for label, key, target in (
+        ("kombu-worker / bare kombu", "kombu_worker_vs_bare", "a_vs_bare"),
+        ("kombu-worker / celery", "kombu_worker_vs_celery", "a_vs_celery"),
+        ("  (indexed storage) / celery", "indexed_vs_celery", "a_vs_celery"),
+    ):
+        out.append((label, fmt(a[key], ".3f"), f">= {TARGETS[target]}", verdict(a[key] >= TARGETS[target])))
+    return out
+
+
+def draw(ax: Any, a: Result | None) -> None:
+    if a is not None:
+        labels = ["bare Kombu", "kombu-worker", "Celery 5", "kombu-worker\n(indexed find_result)"]
+        values = [a["consumers"][n]["rate"] for n in CONSUMERS]
+        bars = ax.bar(labels, values, color=["#888", "#1f77b4", "#2ca02c", "#aec7e8"])
+        ax.set_yscale("log")
+        ax.bar_label(bars, labels=[f"{v:,.0f}" for v in values], fontsize=8)
+        ax.set_ylabel("messages/s (log)")
+        bare, cel = a["consumers"]["bare_kombu"]["rate"], a["consumers"]["celery"]["rate"]
+        ax.axhline(0.5 * bare, ls="--", c="#888", lw=1, label="target 0.5x bare")
+        ax.axhline(1.2 * cel, ls="--", c="#2ca02c", lw=1, label="target 1.2x Celery")
+        ax.legend(fontsize=8)
+        ax.tick_params(axis="x", labelsize=8)
+    ax.set_title("(a) overhead, no-op hooks, memory://")
+
+
+SECTION = Section("a", "overhead on memory://", run, rows, draw, TARGETS)
