@@ -303,8 +303,12 @@ def dlq_redrive(limit: int | None, config_name: str | None, config_dir: str | No
 @click.option("--keda", is_flag=True, help="Print KEDA's read-only policy (queue depth) instead.")
 @click.option("--account", help="AWS account of queues whose URL does not say it (moto, LocalStack).")
 @click.option("--region", "policy_region", help="Region of queues whose URL does not say it.")
-@click.option("--kms-key", "kms_keys", multiple=True, help="ARN of a KMS key encrypting a queue or the bucket.")
-@click.option("--read-prefix", "read_prefixes", multiple=True, help="s3://bucket/prefix/ read (default: buckets).")
+@click.option(
+    "--kms-key", "kms_keys", multiple=True, help="ARN of a KMS key encrypting a queue or the bucket."
+)
+@click.option(
+    "--read-prefix", "read_prefixes", multiple=True, help="s3://bucket/prefix/ read (default: buckets)."
+)
 @click.option("--write-prefix", "write_prefixes", multiple=True, help="s3://bucket/prefix/ written.")
 @click.option("--dlq-redrive", is_flag=True, help="Also allow kombu-worker dlq redrive.")
 @config_options

@@ -14,10 +14,10 @@ HeadBucket are both ``s3:ListBucket`` on the bucket.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class Target(str, Enum):
+class Target(StrEnum):
     """The resource a call acts on, as the policy names it."""
 
     INPUT = "input queue"
@@ -28,7 +28,7 @@ class Target(str, Enum):
     BUCKET = "bucket"
 
 
-class Caller(str, Enum):
+class Caller(StrEnum):
     """Who makes the call: the policy for a worker pod includes WORKER, KOMBU and CHECK."""
 
     WORKER = "worker"  # the SDK's own code in a running worker
@@ -55,25 +55,25 @@ def _s3(operation: str, action: str, target: Target, caller: Caller, why: str) -
     return AwsCall("s3", operation, f"s3:{action}", target, caller, why)
 
 
-I, N, D = Target.INPUT, Target.NEXT, Target.DEAD_LETTER
+IN, NX, DL = Target.INPUT, Target.NEXT, Target.DEAD_LETTER
 W, K, C, R = Caller.WORKER, Caller.KOMBU, Caller.CHECK, Caller.REDRIVE
 
 CALLS: tuple[AwsCall, ...] = (
-    _sqs("ReceiveMessage", "ReceiveMessage", I, K, "Kombu's long poll, with ApproximateReceiveCount"),
-    _sqs("DeleteMessageBatch", "DeleteMessage", I, W, "acks, up to 10 a call (sqs_acks.py)"),
-    _sqs("DeleteMessage", "DeleteMessage", I, K, "Kombu's ack after a dead-letter copy is sent"),
-    _sqs("ChangeMessageVisibility", "ChangeMessageVisibility", I, W, "retries, heartbeat, release"),
-    _sqs("ChangeMessageVisibility", "ChangeMessageVisibility", I, K, "Kombu releases unread messages"),
-    _sqs("GetQueueAttributes", "GetQueueAttributes", I, W, "RedrivePolicy, to align max_attempts"),
-    _sqs("GetQueueAttributes", "GetQueueAttributes", I, K, "Kombu reads RedrivePolicy on a reject"),
-    _sqs("SendMessageBatch", "SendMessage", N, W, "publish_next's children"),
-    _sqs("SendMessageBatch", "SendMessage", D, W, "dead-letter copies with their error"),
-    _sqs("GetQueueAttributes", "GetQueueAttributes", I, C, "kombu-worker check"),
-    _sqs("GetQueueAttributes", "GetQueueAttributes", N, C, "kombu-worker check"),
-    _sqs("GetQueueAttributes", "GetQueueAttributes", D, C, "kombu-worker check"),
-    _sqs("ReceiveMessage", "ReceiveMessage", D, R, "dlq redrive reads dead letters"),
-    _sqs("DeleteMessageBatch", "DeleteMessage", D, R, "dlq redrive removes what it moved"),
-    _sqs("SendMessageBatch", "SendMessage", I, R, "dlq redrive sends them back"),
+    _sqs("ReceiveMessage", "ReceiveMessage", IN, K, "Kombu's long poll, with ApproximateReceiveCount"),
+    _sqs("DeleteMessageBatch", "DeleteMessage", IN, W, "acks, up to 10 a call (sqs_acks.py)"),
+    _sqs("DeleteMessage", "DeleteMessage", IN, K, "Kombu's ack after a dead-letter copy is sent"),
+    _sqs("ChangeMessageVisibility", "ChangeMessageVisibility", IN, W, "retries, heartbeat, release"),
+    _sqs("ChangeMessageVisibility", "ChangeMessageVisibility", IN, K, "Kombu releases unread messages"),
+    _sqs("GetQueueAttributes", "GetQueueAttributes", IN, W, "RedrivePolicy, to align max_attempts"),
+    _sqs("GetQueueAttributes", "GetQueueAttributes", IN, K, "Kombu reads RedrivePolicy on a reject"),
+    _sqs("SendMessageBatch", "SendMessage", NX, W, "publish_next's children"),
+    _sqs("SendMessageBatch", "SendMessage", DL, W, "dead-letter copies with their error"),
+    _sqs("GetQueueAttributes", "GetQueueAttributes", IN, C, "kombu-worker check"),
+    _sqs("GetQueueAttributes", "GetQueueAttributes", NX, C, "kombu-worker check"),
+    _sqs("GetQueueAttributes", "GetQueueAttributes", DL, C, "kombu-worker check"),
+    _sqs("ReceiveMessage", "ReceiveMessage", DL, R, "dlq redrive reads dead letters"),
+    _sqs("DeleteMessageBatch", "DeleteMessage", DL, R, "dlq redrive removes what it moved"),
+    _sqs("SendMessageBatch", "SendMessage", IN, R, "dlq redrive sends them back"),
     _s3("GetObject", "GetObject", Target.READ, W, "ctx.storage.read/open of input_uri"),
     _s3("PutObject", "PutObject", Target.WRITE, W, "result and metrics under output_prefix"),
     _s3("ListObjectsV2", "ListBucket", Target.BUCKET, W, "the idempotency check (MaxKeys=1)"),

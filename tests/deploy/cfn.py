@@ -34,7 +34,11 @@ def deploy(cfn: Any, name: str, template: str, **parameters: Any) -> dict[str, s
         if not found["StackStatus"].endswith(IN_PROGRESS) or time.monotonic() > deadline:
             break
         time.sleep(0.1)
-    assert found["StackStatus"] == "CREATE_COMPLETE", (name, found["StackStatus"], found.get("StackStatusReason"))
+    assert found["StackStatus"] == "CREATE_COMPLETE", (
+        name,
+        found["StackStatus"],
+        found.get("StackStatusReason"),
+    )
     return {o["OutputKey"]: o["OutputValue"] for o in found.get("Outputs", [])}
 
 

@@ -83,9 +83,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
 def test_one_message_ends_done_and_the_poison_one_in_the_stacks_dead_letter_queue(run: Run) -> None:
     stack = run.stack
     assert run.exit_codes == [0], stack.logs()
-    assert json.loads(stack.s3.get_object(Bucket=stack.bucket, Key="jobs/job-good/first/result.json")["Body"].read()) == {
-        "input_bytes": 12
-    }
+    assert json.loads(
+        stack.s3.get_object(Bucket=stack.bucket, Key="jobs/job-good/first/result.json")["Body"].read()
+    ) == {"input_bytes": 12}
     children = [json.loads(m["Body"]) for m in stack.receive_all("next")]
     assert [c["task_id"] for c in children] == ["good-next"]
     dead = stack.receive_all("dlq")
@@ -116,7 +116,9 @@ def resource_of(run: Run, call: dict[str, Any]) -> str:
 
 def used(run: Run) -> set[tuple[str, str]]:
     """(IAM action, ARN) of every recorded call; an operation missing from actions.CALLS fails."""
-    unknown = sorted({(c["service"], c["operation"]) for c in run.calls if action_of(c["service"], c["operation"]) is None})
+    unknown = sorted(
+        {(c["service"], c["operation"]) for c in run.calls if action_of(c["service"], c["operation"]) is None}
+    )
     assert not unknown, f"the worker made calls that deploy/actions.py does not list: {unknown}"
     return {(str(action_of(c["service"], c["operation"])), resource_of(run, c)) for c in run.calls}
 
@@ -169,7 +171,6 @@ def test_the_stacks_worker_role_is_the_printed_policy(run: Run) -> None:
     deployed = ast.literal_eval(document) if isinstance(document, str) else document
     deployed["Statement"] = [s for s in deployed["Statement"] if s is not None]
     assert iam_eval.grants(deployed) == iam_eval.grants(printed_policy(run))
-
 
 
 def test_keda_can_read_the_depth_of_every_step_queue_and_nothing_more(run: Run) -> None:
