@@ -183,3 +183,18 @@ def test_keda_can_read_the_depth_of_every_step_queue_and_nothing_more(run: Run) 
     for step in ("first", "second"):
         assert iam_eval.allows(deployed, "sqs:GetQueueAttributes", run.outputs[step]["QueueArn"])
         assert not iam_eval.allows(deployed, "sqs:ReceiveMessage", run.outputs[step]["QueueArn"])
+
+
+def test_the_deployed_queue_and_bucket_carry_the_step_parameters(run: Run) -> None:
+    stack, first = run.stack, run.outputs["first"]
+    attributes = stack.sqs.get_queue_attributes(QueueUrl=first["QueueUrl"], AttributeNames=["All"])[
+        "Attributes"
+    ]
+    assert json.loads(attributes["RedrivePolicy"]) == {
+        "deadLetterTargetArn": first["DeadLetterQueueArn"],
+        "maxReceiveCount": 2,
+    }
+    assert attributes["VisibilityTimeout"] == first["VisibilityTimeout"] == "10"
+    assert attributes["SqsManagedSseEnabled"] == "true"
+    rules = stack.s3.get_bucket_encryption(Bucket=stack.bucket)["ServerSideEncryptionConfiguration"]["Rules"]
+    assert rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
