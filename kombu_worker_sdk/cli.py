@@ -299,5 +299,28 @@ def dlq_redrive(limit: int | None, config_name: str | None, config_dir: str | No
     )
 
 
+@main.command("iam-policy")
+@click.option("--keda", is_flag=True, help="Print KEDA's read-only policy (queue depth) instead.")
+@click.option("--account", help="AWS account of queues whose URL does not say it (moto, LocalStack).")
+@click.option("--region", "policy_region", help="Region of queues whose URL does not say it.")
+@click.option(
+    "--kms-key", "kms_keys", multiple=True, help="ARN of a KMS key encrypting a queue or the bucket."
+)
+@click.option(
+    "--read-prefix", "read_prefixes", multiple=True, help="s3://bucket/prefix/ read (default: buckets)."
+)
+@click.option("--write-prefix", "write_prefixes", multiple=True, help="s3://bucket/prefix/ written.")
+@click.option("--dlq-redrive", is_flag=True, help="Also allow kombu-worker dlq redrive.")
+@config_options
+@one_line_errors
+def iam_policy(keda: bool, config_name: str | None, config_dir: str | None, **options: Any) -> None:
+    """Print the least-privilege IAM policy (JSON) for this step's configuration."""
+    from .deploy.iam import PolicyOptions, keda_policy, worker_policy
+
+    config = build_config(config_name, config_dir)
+    given = PolicyOptions(region=options.pop("policy_region"), **options)
+    click.echo(json.dumps((keda_policy if keda else worker_policy)(config, given), indent=2))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
