@@ -111,6 +111,7 @@ def security_headers(img_sources: str) -> dict[str, str]:
         ),
         "x-frame-options": "DENY",
         "x-content-type-options": "nosniff",
-        "referrer-policy": "no-referrer",
+        # same-origin, not no-referrer: with no-referrer Chromium sends `Origin: null` on form POSTs.
+        "referrer-policy": "same-origin",
         "cache-control": "no-store",
     }
