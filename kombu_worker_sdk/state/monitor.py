@@ -151,7 +151,8 @@ class MonitorQueries:
         with self._tx() as cur:
             rows = self._run(
                 cur,
-                f"SELECT {_DETAIL_COLUMNS} FROM kw_tasks WHERE job_id = %s ORDER BY created_at, task_id",
+                "SELECT task_id, job_id, parent_task_id, status, attempts, error, queue, worker_id, "
+                "created_at, updated_at, body FROM kw_tasks WHERE job_id = %s ORDER BY created_at, task_id",
                 (job_id,),
             ).fetchall()
         return [_detail(row) for row in rows]

@@ -111,6 +111,10 @@ def test_dashboard_pages_on_sqs_s3_and_postgres(stack: Stack, dashboard: Browser
     wait_for(lambda: stack.depth("dlq") == 1, timeout=30, interval=0.2)  # looked at, not consumed
     assert stack.depth("in") == 0
 
+    # The worker's heartbeat row, upserted into PostgreSQL's kw_workers.
+    workers = dashboard.get("/workers")
+    assert "tests.sample_hooks:StepHooks" in workers and stack.queues["in"] in workers
+
     worker.terminate()
     worker.wait(30)
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', letters)
