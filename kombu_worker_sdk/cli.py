@@ -322,5 +322,30 @@ def iam_policy(keda: bool, config_name: str | None, config_dir: str | None, **op
     click.echo(json.dumps((keda_policy if keda else worker_policy)(config, given), indent=2))
 
 
+@main.command()
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to bind; beyond loopback needs a token."
+)
+@click.option("--port", type=int, default=8800, show_default=True)
+@click.option(
+    "--token", help="Require this token (Bearer header or login form); or $KOMBU_WORKER_DASHBOARD_TOKEN."
+)
+@click.option("--queue", "queues", multiple=True, help="Also show this step's queue (repeatable).")
+@config_options
+@one_line_errors
+def dashboard(
+    host: str,
+    port: int,
+    token: str | None,
+    queues: tuple[str, ...],
+    config_name: str | None,
+    config_dir: str | None,
+) -> None:
+    """Serve the web dashboard: jobs, task trees, queues, dead letters and workers."""
+    from .dashboard import run_dashboard
+
+    run_dashboard(build_config(config_name, config_dir), host=host, port=port, token=token, queues=queues)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

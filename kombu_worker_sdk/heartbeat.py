@@ -9,16 +9,19 @@ lives and dies with the heartbeat: a live worker keeps its claim for as long as
 the task runs, and a crashed worker's claim has expired by the time SQS shows
 its message again. Embedded transports have no visibility to extend, but the
 heartbeat keeps their leases the same way. It stops touching a message as
-soon as the message is settled.
+soon as the message is settled. Each tick also records the worker in the state
+store's ``kw_workers`` table (best effort), which the dashboard lists.
 """
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from typing import TYPE_CHECKING
 
 from .errors import WorkerSDKError
+from .state.monitor import WorkerBeat
 
 if TYPE_CHECKING:
     from .config import WorkerConfig
@@ -40,6 +43,7 @@ class Heartbeat:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="kombu-worker-heartbeat", daemon=True)
         self.extensions = 0
+        self.started_at = time.time()
 
     def start(self) -> None:
         self._thread.start()
@@ -50,8 +54,28 @@ class Heartbeat:
             self._thread.join(5)
 
     def _loop(self) -> None:
+        self.record_presence()
         while not self._stop.wait(self.interval):
             self.beat()
+            self.record_presence()
+
+    def record_presence(self) -> None:
+        """One upsert into the worker registry; never fails the worker (an old schema, an outage)."""
+        runtime = self.worker.runtime
+        with self.worker.lock:
+            inflight = len(self.worker.inflight)
+        beat = WorkerBeat(
+            runtime.worker_id,
+            socket.gethostname(),
+            runtime.config.queue,
+            runtime.hooks_path,
+            inflight,
+            self.started_at,
+        )
+        try:
+            runtime.state.record_worker(beat)
+        except WorkerSDKError as exc:
+            runtime.logger.debug("could not record the worker heartbeat: %s", exc)
 
     def beat(self) -> None:
         """Extend each unsettled delivery once; failures are logged, never raised."""

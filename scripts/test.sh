@@ -5,8 +5,10 @@
 # Extra arguments go to pytest (e.g. `scripts/test.sh tests/unit -k claim`).
 source "$(dirname "$0")/bootstrap.sh"
 ensure_venv
-pip_install -e '.[test,demo,bench]'
+pip_install -e '.[test,demo,bench,dashboard]'
 command -v npm >/dev/null || apt_install npm
+# The dashboard's browser tests drive Debian's Chromium through Selenium: nothing is downloaded at run time.
+{ command -v chromium && command -v chromedriver; } >/dev/null || apt_install chromium chromium-driver
 bash scripts/install_helm.sh >/dev/null
 echo "== ruff"; .venv/bin/ruff check . && .venv/bin/ruff format --check .
 echo "== mypy --strict"; .venv/bin/mypy

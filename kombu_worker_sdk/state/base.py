@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ..message import NextMessage, TaskMessage
+    from .monitor import WorkerBeat
 
 
 class TaskStatus(enum.StrEnum):
@@ -145,6 +146,9 @@ class StateStore(ABC):
 
     @abstractmethod
     def job_tasks(self, job_id: str) -> list[TaskRecord]: ...
+
+    def record_worker(self, beat: WorkerBeat) -> None:
+        """Note that a worker is alive (the dashboard's Workers page); a store without a registry ignores it."""
 
     @abstractmethod
     def running_jobs(self) -> dict[str, list[OpenTask]]:

@@ -31,6 +31,18 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             " PRIMARY KEY (group_id, member_task_id))",
         ],
     ),
+    (
+        2,
+        [
+            # The heartbeat's worker registry (the dashboard's Workers page): one row per
+            # worker process, upserted at every heartbeat tick.
+            "CREATE TABLE kw_workers ("
+            " worker_id TEXT PRIMARY KEY, host TEXT NOT NULL, queue TEXT NOT NULL,"
+            " step TEXT NOT NULL, inflight INTEGER NOT NULL DEFAULT 0,"
+            " started_at DOUBLE PRECISION NOT NULL, last_seen DOUBLE PRECISION NOT NULL)",
+            "CREATE INDEX kw_workers_seen ON kw_workers (last_seen)",
+        ],
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -28,6 +28,7 @@ from .base import (
     TaskStatus,
 )
 from .migrations import MIGRATIONS
+from .monitor import MonitorQueries
 
 TASK_COLUMNS = (
     "task_id, job_id, parent_task_id, status, attempts, error, content_hash, queue, worker_id, updated_at"
@@ -48,7 +49,7 @@ class Cursor(Protocol):
     def fetchall(self) -> list[Any]: ...
 
 
-class SqlStateStore(StateStore):
+class SqlStateStore(MonitorQueries, StateStore):
     """StateStore over a DB-API connection; subclasses own connections and dialect."""
 
     placeholder = "%s"

@@ -83,7 +83,7 @@ def test_second_delivery_of_a_finished_message_writes_and_publishes_nothing(stac
 
 def test_send_status_check_and_dlq_redrive_against_the_real_backends(stack: Stack) -> None:
     env = stack.env()
-    assert stack.cli("db", "upgrade", env=env).stdout.strip() == "applied migrations [1]"
+    assert stack.cli("db", "upgrade", env=env).stdout.strip() == "applied migrations [1, 2]"
     sent = stack.cli("send", "-", env=env, stdin=json.dumps(split(stack, "c1", parts=1)))
     assert sent.returncode == 0, sent.stderr
     status = stack.cli("status", "c1", env=env)

@@ -110,7 +110,7 @@ def test_send_from_flags_file_and_stdin_then_status(env: dict[str, str], tmp_pat
 
 
 def test_db_upgrade_is_idempotent(env: dict[str, str]) -> None:
-    assert "applied migrations [1]" in kw(env, "db", "upgrade").stdout
+    assert "applied migrations [1, 2]" in kw(env, "db", "upgrade").stdout
     assert "schema is up to date" in kw(env, "db", "upgrade").stdout
 
 
