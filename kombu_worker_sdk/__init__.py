@@ -6,11 +6,9 @@ and run ``kombu-worker --hooks pkg.module:Class``.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from .config import WorkerConfig, load_config
-from .context import Context
-from .errors import (
+from kombu_worker_sdk.config import WorkerConfig, load_config
+from kombu_worker_sdk.context import Context
+from kombu_worker_sdk.errors import (
     ConfigError,
     HookError,
     HooksError,
@@ -21,10 +19,10 @@ from .errors import (
     SkipMessage,
     WorkerSDKError,
 )
-from .hooks import Outputs, WorkerHooks
-from .message import FanIn, NextMessage, TaskMessage
-from .pipeline import Disposition, Outcome, Pipeline, Stage, TaskRun
-from .signals import (
+from kombu_worker_sdk.hooks import Outputs, WorkerHooks
+from kombu_worker_sdk.message import FanIn, NextMessage, TaskMessage
+from kombu_worker_sdk.pipeline import Disposition, Outcome, Pipeline, Stage, TaskRun
+from kombu_worker_sdk.signals import (
     task_failure,
     task_postrun,
     task_prerun,
@@ -32,7 +30,8 @@ from .signals import (
     worker_ready,
     worker_shutdown,
 )
-from .state import JobStatus, TaskStatus
+from kombu_worker_sdk.state import JobStatus, TaskStatus
+from kombu_worker_sdk.version import __version__
 
 __all__ = [
     "ConfigError",

@@ -19,7 +19,6 @@ came from in :attr:`WorkerConfig.sources` (what ``kombu-worker config show`` pri
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,8 @@ from pydantic import (
     model_validator,
 )
 
-from .errors import ConfigError
+from kombu_worker_sdk.errors import ConfigError
+from kombu_worker_sdk.masking import mask_secrets, mask_url
 
 SEED_ENV = {
     "QUEUE_URL": "queue",
@@ -60,9 +60,6 @@ RETIRED_KEYS = {
     "to a directory, or leave it unset to read no local files",
 }
 QUEUES_FILE_KEYS = {"input_queue": "queue", "next_queue": "next_queue", "dlq": "dead_letter_queue"}
-_SECRET_IN_URL = re.compile(r"(?P<scheme>[a-z0-9+]+://)(?P<user>[^:/@]*):(?P<pw>[^@/]*)@", re.I)
-_PASSWORD_PARAM = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", re.I)
-SECRET_KEYS = ("password", "secret", "token")
 BUILT_IN = "built-in default"
 QUEUE_KEYS = ("queue", "next_queue", "dead_letter_queue")
 
@@ -296,26 +293,6 @@ class WorkerConfig(BaseModel):
 
 def _scheme(url: str) -> str:
     return url.split("://", 1)[0].lower()
-
-
-def mask_secrets(value: Any) -> Any:
-    """Replace passwords in URLs and secret-named keys with '***', recursively."""
-    if isinstance(value, dict):
-        return {
-            k: "***" if any(s in k.lower() for s in SECRET_KEYS) and v else mask_secrets(v)
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [mask_secrets(v) for v in value]
-    if isinstance(value, str):
-        return mask_url(value)
-    return value
-
-
-def mask_url(text: str) -> str:
-    """Hide every password in ``text``: ``scheme://user:pw@``, ``?password=pw``, libpq's ``password=pw``."""
-    text = _SECRET_IN_URL.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
-    return _PASSWORD_PARAM.sub(r"\1***", text)
 
 
 def load_config(

@@ -10,14 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from .logs import TaskLogger
-from .storage import ScopedStorage, Storage
+from kombu_worker_sdk.logs import TaskLogger
+from kombu_worker_sdk.storage import ScopedStorage, Storage
 
 if TYPE_CHECKING:
-    from .config import WorkerConfig
-    from .message import TaskMessage
-    from .publish import Publisher
-    from .state import StateStore
+    from kombu_worker_sdk.config import WorkerConfig
+    from kombu_worker_sdk.message import TaskMessage
+    from kombu_worker_sdk.state import StateStore
+    from kombu_worker_sdk.transport.publish import Publisher
 
 
 @dataclass(frozen=True)

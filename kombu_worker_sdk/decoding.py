@@ -26,7 +26,7 @@ import json
 import re
 from typing import Any
 
-from .errors import DecodeError
+from kombu_worker_sdk.errors import DecodeError
 
 #: Content types that may carry a task. Everything else is refused (no pickle, ever).
 JSON_CONTENT_TYPES = frozenset({"application/json", "text/json"})

@@ -15,12 +15,12 @@ from abc import ABC, abstractmethod
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
 
-from .errors import HooksError
-from .signals import hooks_key, models
+from kombu_worker_sdk.errors import HooksError
+from kombu_worker_sdk.signals import hooks_key, models
 
 if TYPE_CHECKING:
-    from .context import Context
-    from .message import TaskMessage
+    from kombu_worker_sdk.context import Context
+    from kombu_worker_sdk.message import TaskMessage
 
 REQUIRED_HOOKS = ("load_pipeline", "process", "publish_next")
 
@@ -115,7 +115,7 @@ def load_hooks(path: str) -> Any:
 def _import_hooks_module(module_name: str) -> ModuleType:
     """Import the hooks module from the current folder too, as Celery's ``-A`` does.
 
-    ``python -m kombu_worker_sdk.runner`` has the current folder on ``sys.path``;
+    ``python -m kombu_worker_sdk.worker.runner`` has the current folder on ``sys.path``;
     the ``kombu-worker`` console script has only its own bin folder there. Any
     error while importing is one line naming the file and line, not a traceback.
     """

@@ -14,7 +14,7 @@ from typing import Any, TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
-from .config import mask_url
+from kombu_worker_sdk.masking import mask_url
 
 TASK_FIELDS = ("job_id", "task_id", "stage", "attempt", "trace_id", "worker_id")
 ROOT_LOGGER = "kombu_worker_sdk"

@@ -16,8 +16,8 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .decoding import ID_PATTERN, JSON_CONTENT_TYPES, decode_body, readable_id
-from .errors import InvalidMessageError, UnsafeURIError
+from kombu_worker_sdk.decoding import ID_PATTERN, JSON_CONTENT_TYPES, decode_body, readable_id
+from kombu_worker_sdk.errors import InvalidMessageError, UnsafeURIError
 
 __all__ = [
     "ID_PATTERN",

@@ -15,9 +15,9 @@ import random
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from .errors import (
+from kombu_worker_sdk.errors import (
     BackendUnavailableError,
     ConfigError,
     HoldMessage,
@@ -30,16 +30,38 @@ from .errors import (
     SkipMessage,
     TaskConflictError,
 )
-from .signals import task_failure
+from kombu_worker_sdk.signals import task_failure
 
 if TYPE_CHECKING:
-    from .config import WorkerConfig
-    from .context import Context
-    from .hooks import Outputs
-    from .logs import TaskLogger
-    from .message import NextMessage, TaskMessage
-    from .runtime import Runtime
-    from .state import Claim, PendingChild
+    from kombu_worker_sdk.config import WorkerConfig
+    from kombu_worker_sdk.context import Context
+    from kombu_worker_sdk.hooks import Outputs
+    from kombu_worker_sdk.logs import TaskLogger
+    from kombu_worker_sdk.message import NextMessage, TaskMessage
+    from kombu_worker_sdk.state import Claim, PendingChild, StateStore
+    from kombu_worker_sdk.storage import Storage
+    from kombu_worker_sdk.transport.publish import Publisher
+
+
+class Services(Protocol):
+    """What stages and hooks share for the life of a worker (``worker.runtime.Runtime``).
+
+    A Protocol, so the pipeline depends on the shape, not on the worker that builds it.
+    """
+
+    config: WorkerConfig
+    hooks: Any
+    hooks_path: str
+    storage: Storage
+    state: StateStore
+    publisher: Publisher
+    worker_id: str
+    logger: TaskLogger
+    context: Context
+
+    @property
+    def hooks_version(self) -> str: ...
+
 
 #: Errors no retry can fix: dead-lettered (and the task FAILED) on the first attempt. A
 #: ConfigError raised mid-pipeline (a child with no queue to go to) and a child over the size
@@ -83,7 +105,7 @@ class TaskRun:
     body: bytes | str
     content_type: str | None
     attempt: int
-    runtime: Runtime
+    runtime: Services
     log: TaskLogger
     message: TaskMessage | None = None
     ctx: Context | None = None
@@ -122,7 +144,7 @@ class Stage:
     #: Where an entry-point stage goes, e.g. ``("before", "hooks")``.
     placement: ClassVar[tuple[str, str] | None] = None
 
-    def setup(self, runtime: Runtime) -> None:
+    def setup(self, runtime: Services) -> None:
         """Called once when the worker starts, after the model is loaded."""
 
     def process(self, run: TaskRun) -> None:
@@ -184,7 +206,7 @@ class Pipeline:
                 return i
         raise ConfigError(f"no stage named {name!r}; stages are {self.names()}")
 
-    def setup(self, runtime: Runtime) -> None:
+    def setup(self, runtime: Services) -> None:
         for stage in self.stages:
             stage.setup(runtime)
 
@@ -310,6 +332,6 @@ def retry_delay(seconds: float, config: WorkerConfig) -> float:
 
 def describe(exc: BaseException) -> str:
     """``ErrorName: message``, with any URL password masked."""
-    from .config import mask_url
+    from kombu_worker_sdk.masking import mask_url
 
     return mask_url(f"{type(exc).__name__}: {exc}")[:2000]

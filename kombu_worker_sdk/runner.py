@@ -1,135 +1,18 @@
-"""Run one worker process: ``python -m kombu_worker_sdk.runner --hooks ...``.
+"""``python -m kombu_worker_sdk.runner --hooks ...``: the seed README's entry point.
 
-:func:`serve` is what ``kombu-worker --hooks`` calls: it loads the model in the
-worker_init signal, consumes until told to stop, and shuts down gracefully. The
-first SIGTERM or SIGINT stops receiving and drains in-flight work within the
-grace period; a second one hands in-flight tasks back (PENDING, messages visible
-again, within ``HAND_BACK_SECONDS``) and exits at once.
+The worker process itself is :mod:`kombu_worker_sdk.worker.runner`; this module keeps
+the seed's command and the ``serve`` import path working.
 """
 
 from __future__ import annotations
 
-import os
-import signal
 import sys
-import threading
-from types import FrameType
-from typing import Any
 
-from .config import WorkerConfig, mask_url
-from .consumer import Worker
-from .logs import configure_logging
-from .observability import METRICS, HealthServer
-from .runtime import broker_connection, build_runtime
-from .signals import hooks_key, models
+from kombu_worker_sdk.worker.runner import serve
 
-EXIT_NOW = 130
-#: On a second signal, the most time spent handing claims back before exiting.
-HAND_BACK_SECONDS = 3.0
-
-
-def serve(config: WorkerConfig, hooks: Any, *, max_messages: int | None = None) -> int:
-    """Run a worker until stopped; returns the process exit status."""
-    configure_logging(config.log_level)
-    runtime = build_runtime(config, hooks)
-    runtime.state.upgrade()
-    deliveries = delivery_factory(runtime)  # checks the queues before the model loads
-    runtime.start()
-    worker = Worker(
-        runtime,
-        broker_connection(config),
-        delivery_factory=deliveries,
-        max_messages=max_messages,
-    )
-    install_signal_handlers(worker)
-    METRICS.model_loaded(models.load_seconds(hooks_key(runtime.hooks)))
-    health = HealthServer(worker, runtime, config.health_port) if config.health_port is not None else None
-    if health is not None:
-        health.start()
-        runtime.logger.info("health and metrics on port %d", health.port)
-    log_started(runtime)
-    try:
-        worker.run()
-    finally:
-        unfinished = worker.shutdown(config.shutdown_grace_seconds)
-        if unfinished:
-            runtime.logger.warning("grace period over: releasing %d running message(s)", len(unfinished))
-            worker.abandon(unfinished)
-        if health is not None:
-            health.stop()
-        runtime.close()
-        runtime.logger.info("worker %s stopped after %d message(s)", runtime.worker_id, worker.settled)
-    if unfinished:
-        flush_and_exit(0)  # hook threads still running cannot be joined: leave without them
-    return 0
-
-
-def log_started(runtime: Any) -> None:
-    """Name the backends actually in use (passwords masked), so a worker that fell back
-    to a local folder says so in its first line; warn when a remote broker has local state."""
-    config: WorkerConfig = runtime.config
-    urls = {key: mask_url(url) for key, url in config.backend_urls.items()}
-    runtime.logger.info(
-        "worker %s started: hooks=%s queue=%s broker=%s storage=%s state=%s",
-        runtime.worker_id,
-        runtime.hooks_path,
-        mask_url(config.queue),
-        urls["broker_url"],
-        urls["storage_url"],
-        urls["db_dsn"],
-    )
-    local = [
-        f"{what} {urls[key]}"
-        for key, what in (("storage_url", "storage"), ("db_dsn", "state"))
-        if urls[key].startswith(("file://", "memory://", "sqlite://"))
-    ]
-    if config.is_sqs_broker and local:
-        runtime.logger.warning(
-            "SQS broker with local %s: not shared with other workers; set BUCKET and DB_DSN",
-            " and ".join(local),
-        )
-
-
-def flush_and_exit(code: int) -> None:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
-def delivery_factory(runtime: Any) -> Any:
-    """SQS needs its own delivery (visibility, receive count); embedded uses the default."""
-    if runtime.config.is_sqs_broker:
-        from .sqs import sqs_delivery_factory
-
-        return sqs_delivery_factory(runtime)
-    return None
-
-
-def install_signal_handlers(worker: Worker) -> None:
-    """First SIGTERM/SIGINT: stop gracefully. Second: hand in-flight tasks back and exit at once.
-
-    Without the hand-back the task would stay PROCESSING until its lease expired, and its
-    message would stay invisible until its visibility timeout did.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return
-    state = {"stopping": False}
-
-    def handle(signum: int, frame: FrameType | None) -> None:
-        if state["stopping"]:
-            worker.should_stop = True
-            count = worker.hand_back_now(HAND_BACK_SECONDS)
-            worker.runtime.logger.warning("second signal: handed back %d task(s), exiting now", count)
-            flush_and_exit(EXIT_NOW)
-        state["stopping"] = True
-        worker.runtime.logger.info("received %s: finishing in-flight work", signal.Signals(signum).name)
-        worker.should_stop = True
-
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
-
+__all__ = ["serve"]
 
 if __name__ == "__main__":
-    from .cli import main
+    from kombu_worker_sdk.cli.main import main
 
     sys.exit(main())

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .errors import HooksError
+from kombu_worker_sdk.errors import HooksError
 
 log = logging.getLogger(__name__)
 Receiver = Callable[..., Any]

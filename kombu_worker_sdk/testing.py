@@ -22,17 +22,17 @@ import json
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .config import WorkerConfig
-from .context import Context
-from .hooks import Outputs, WorkerHooks
-from .logs import get_logger
-from .message import TaskMessage
-from .pipeline import Disposition, Outcome, TaskRun
-from .publish import MemoryPublisher
-from .runtime import Runtime, build_runtime
-from .signals import hooks_key, models
-from .state import SqliteStateStore, StateStore
-from .storage import MemoryStorage
+from kombu_worker_sdk.config import WorkerConfig
+from kombu_worker_sdk.context import Context
+from kombu_worker_sdk.hooks import Outputs, WorkerHooks
+from kombu_worker_sdk.logs import get_logger
+from kombu_worker_sdk.message import TaskMessage
+from kombu_worker_sdk.pipeline import Disposition, Outcome, TaskRun
+from kombu_worker_sdk.signals import hooks_key, models
+from kombu_worker_sdk.state import SqliteStateStore, StateStore
+from kombu_worker_sdk.storage import MemoryStorage
+from kombu_worker_sdk.transport.publish import MemoryPublisher
+from kombu_worker_sdk.worker.runtime import Runtime, build_runtime
 
 
 def fake_context(

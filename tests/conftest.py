@@ -15,10 +15,11 @@ import pytest
 from kombu import Connection
 
 from kombu_worker_sdk.config import WorkerConfig
-from kombu_worker_sdk.consumer import Worker
-from kombu_worker_sdk.runtime import Runtime, broker_connection, build_runtime
 from kombu_worker_sdk.signals import models
 from kombu_worker_sdk.storage import MemoryStorage
+from kombu_worker_sdk.transport import broker_connection
+from kombu_worker_sdk.worker.consumer import Worker
+from kombu_worker_sdk.worker.runtime import Runtime, build_runtime
 from tests import sample_hooks
 
 FIXTURES = Path(__file__).parent / "fixtures"

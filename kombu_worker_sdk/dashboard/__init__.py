@@ -6,6 +6,6 @@ defaults and on SQS + S3 + PostgreSQL. Install it with ``pip install 'kombu-work
 
 from __future__ import annotations
 
-from .command import run_dashboard
+from kombu_worker_sdk.dashboard.command import run_dashboard
 
 __all__ = ["run_dashboard"]

@@ -18,9 +18,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from . import views
-from .data import DashboardData, age
-from .security import (
+from kombu_worker_sdk.dashboard import views
+from kombu_worker_sdk.dashboard.data import DashboardData, age
+from kombu_worker_sdk.dashboard.security import (
     CSRF_COOKIE,
     LOOPBACK_HOSTS,
     OPEN_PATHS,

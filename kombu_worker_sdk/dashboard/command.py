@@ -7,9 +7,9 @@ from collections.abc import Collection
 
 import click
 
-from ..config import WorkerConfig
-from ..errors import ConfigError
-from .security import TOKEN_ENV, check_bind, is_loopback
+from kombu_worker_sdk.config import WorkerConfig
+from kombu_worker_sdk.dashboard.security import TOKEN_ENV, check_bind, is_loopback
+from kombu_worker_sdk.errors import ConfigError
 
 
 def run_dashboard(
@@ -21,8 +21,8 @@ def run_dashboard(
     try:
         import uvicorn
 
-        from .app import create_app
-        from .data import DashboardData
+        from kombu_worker_sdk.dashboard.app import create_app
+        from kombu_worker_sdk.dashboard.data import DashboardData
     except ImportError as exc:
         raise ConfigError(
             f"the dashboard needs the 'dashboard' extra (pip install 'kombu-worker-sdk[dashboard]'): {exc}"

@@ -16,14 +16,15 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import WorkerConfig, mask_url
-from ..dlq import DeadLetter, peek, redrive
-from ..errors import StateError, WorkerSDKError
-from ..state import SqliteStateStore, StateStore, open_state
-from ..state.monitor import JobSummary, MonitorQueries, TaskDetail, WorkerRecord
-from .graph import Graph, draw
-from .outputs import OutputLink, Outputs
-from .queues import QueueStats, queue_stats, step_config
+from kombu_worker_sdk.cli.dlq import DeadLetter, peek, redrive
+from kombu_worker_sdk.config import WorkerConfig
+from kombu_worker_sdk.dashboard.graph import Graph, draw
+from kombu_worker_sdk.dashboard.outputs import OutputLink, Outputs
+from kombu_worker_sdk.dashboard.queues import QueueStats, queue_stats, step_config
+from kombu_worker_sdk.errors import StateError, WorkerSDKError
+from kombu_worker_sdk.masking import mask_url
+from kombu_worker_sdk.state import SqliteStateStore, StateStore, open_state
+from kombu_worker_sdk.state.monitor import JobSummary, MonitorQueries, TaskDetail, WorkerRecord
 
 #: Workers not seen for this long drop off the Workers page (a heartbeat ticks every
 #: visibility_timeout / 3, 20 s by default).

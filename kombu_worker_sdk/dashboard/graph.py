@@ -15,7 +15,7 @@ from html import escape
 
 from markupsafe import Markup
 
-from ..state.monitor import TaskDetail
+from kombu_worker_sdk.state.monitor import TaskDetail
 
 NODE_W, NODE_H, GAP_X, GAP_Y, PAD = 190, 38, 22, 46, 12
 MAX_NODES = 300

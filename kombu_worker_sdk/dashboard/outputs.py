@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-from ..config import WorkerConfig
-from ..errors import StorageError, UnsafeURIError, WorkerSDKError
+from kombu_worker_sdk.config import WorkerConfig
+from kombu_worker_sdk.errors import StorageError, UnsafeURIError, WorkerSDKError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp")
 PRESIGN_SECONDS = 300
@@ -45,7 +45,7 @@ class Outputs:
     @property
     def s3(self) -> Any:
         if self._s3 is None:
-            from ..storage.s3 import S3Storage
+            from kombu_worker_sdk.storage.s3 import S3Storage
 
             self._s3 = S3Storage().client
         return self._s3

@@ -14,9 +14,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from ..config import WorkerConfig
-from ..dlq import message_files
-from ..state.monitor import WorkerRecord
+from kombu_worker_sdk.cli.dlq import message_files
+from kombu_worker_sdk.config import WorkerConfig
+from kombu_worker_sdk.state.monitor import WorkerRecord
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,8 @@ def _file_stats(config: WorkerConfig, name: str, role: str, workers: list[Worker
 def _sqs_stats(config: WorkerConfig, name: str, role: str) -> QueueStats:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from ..sqs import SqsPublisher, new_client
+    from kombu_worker_sdk.transport.sqs.options import new_client
+    from kombu_worker_sdk.transport.sqs.publisher import SqsPublisher
 
     try:
         client = new_client(config)

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from ..errors import ConfigError
+from kombu_worker_sdk.errors import ConfigError
 
 TOKEN_ENV = "KOMBU_WORKER_DASHBOARD_TOKEN"
 SESSION_COOKIE = "kwd_session"

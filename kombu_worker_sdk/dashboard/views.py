@@ -14,10 +14,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 
-from ..errors import WorkerSDKError
-from ..state import JobStatus
-from .data import DashboardData, describe, task_dict
-from .security import CSRF_COOKIE, CSRF_FIELD, SESSION_COOKIE, Guard
+from kombu_worker_sdk.dashboard.data import DashboardData, describe, task_dict
+from kombu_worker_sdk.dashboard.security import CSRF_COOKIE, CSRF_FIELD, SESSION_COOKIE, Guard
+from kombu_worker_sdk.errors import WorkerSDKError
+from kombu_worker_sdk.state import JobStatus
 
 
 def _data(request: Request) -> DashboardData:

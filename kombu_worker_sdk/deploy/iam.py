@@ -14,9 +14,16 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..config import WorkerConfig, is_sqs_queue_url
-from ..errors import ConfigError
-from .actions import KEDA_ACTIONS, KMS_ACTIONS, POD_CALLERS, Caller, Target, actions_for
+from kombu_worker_sdk.config import WorkerConfig, is_sqs_queue_url
+from kombu_worker_sdk.deploy.actions import (
+    KEDA_ACTIONS,
+    KMS_ACTIONS,
+    POD_CALLERS,
+    Caller,
+    Target,
+    actions_for,
+)
+from kombu_worker_sdk.errors import ConfigError
 
 POLICY_VERSION = "2012-10-17"
 # https://sqs.us-east-1.amazonaws.com/..., https://sqs.cn-north-1.amazonaws.com.cn/...,

@@ -17,15 +17,16 @@ from pathlib import Path
 
 import click
 
-from ..config import WorkerConfig
-from ..consumer import Worker
-from ..errors import ConfigError
-from ..logs import configure_logging
-from ..message import TaskMessage
-from ..runtime import Runtime, broker_connection, build_runtime
-from ..sending import send_messages
-from ..state import JobStatus, StateStore
-from ..storage import LocalStorage
+from kombu_worker_sdk.cli.send import send_messages
+from kombu_worker_sdk.config import WorkerConfig
+from kombu_worker_sdk.errors import ConfigError
+from kombu_worker_sdk.logs import configure_logging
+from kombu_worker_sdk.message import TaskMessage
+from kombu_worker_sdk.state import JobStatus, StateStore
+from kombu_worker_sdk.storage import LocalStorage
+from kombu_worker_sdk.transport import broker_connection
+from kombu_worker_sdk.worker.consumer import Worker
+from kombu_worker_sdk.worker.runtime import Runtime, build_runtime
 
 BUCKET = "demo"
 STEPS = (
@@ -46,7 +47,7 @@ class Step:
 def run_demo(data_dir: Path, *, image: Path | None = None, jobs: int = 1) -> int:
     """Run ``jobs`` jobs through the three steps; prints progress and where outputs are."""
     try:
-        from . import faces
+        from kombu_worker_sdk.examples import faces
     except ImportError as exc:  # pragma: no cover - only without the demo extra
         raise ConfigError(f"the demo needs the 'demo' extra (pip install '.[demo]'): {exc}") from None
     configure_logging("WARNING")
@@ -122,7 +123,7 @@ def runnable_command(*args: str) -> str:
     script next to the running interpreter, or the interpreter itself.
     """
     script = Path(sys.executable).parent / "kombu-worker"
-    program = [str(script)] if script.is_file() else [sys.executable, "-m", "kombu_worker_sdk.runner"]
+    program = [str(script)] if script.is_file() else [sys.executable, "-m", "kombu_worker_sdk.worker.runner"]
     return shlex.join([*program, *args])
 
 

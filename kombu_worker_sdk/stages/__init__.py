@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from ..pipeline import Pipeline
-from .claim import ClaimStage
-from .fanout import FanoutStage
-from .hooks import HooksStage
-from .idempotency import IdempotencyStage
-from .store import StoreStage
-from .validate import ValidateStage
+from kombu_worker_sdk.pipeline import Pipeline
+from kombu_worker_sdk.stages.claim import ClaimStage
+from kombu_worker_sdk.stages.fanout import FanoutStage
+from kombu_worker_sdk.stages.hooks import HooksStage
+from kombu_worker_sdk.stages.idempotency import IdempotencyStage
+from kombu_worker_sdk.stages.store import StoreStage
+from kombu_worker_sdk.stages.validate import ValidateStage
 
 __all__ = [
     "ClaimStage",

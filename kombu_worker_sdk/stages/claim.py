@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 
-from ..errors import HoldMessage, SkipMessage, TaskConflictError
-from ..faults import fault_point
-from ..pipeline import Stage, TaskRun
-from ..state import Claim, ClaimOutcome
-from .fanout import publish_pending
+from kombu_worker_sdk.errors import HoldMessage, SkipMessage, TaskConflictError
+from kombu_worker_sdk.pipeline import Stage, TaskRun
+from kombu_worker_sdk.stages.fanout import publish_pending
+from kombu_worker_sdk.state import Claim, ClaimOutcome
+from kombu_worker_sdk.worker.faults import fault_point
 
 #: Look again a moment after the holder's lease ends, not at the very instant.
 HELD_RECHECK_MARGIN = 0.2

@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
-from ..errors import ConfigError, HookError, MessageTooLargeError, WorkerSDKError
-from ..faults import fault_point
-from ..message import NextMessage, parse_next
-from ..pipeline import Stage, TaskRun, describe
-from ..state import PendingChild
+from kombu_worker_sdk.errors import ConfigError, HookError, MessageTooLargeError, WorkerSDKError
+from kombu_worker_sdk.message import NextMessage, parse_next
+from kombu_worker_sdk.pipeline import Stage, TaskRun, describe
+from kombu_worker_sdk.state import PendingChild
+from kombu_worker_sdk.worker.faults import fault_point
 
 
 class FanoutStage(Stage):
@@ -101,7 +101,7 @@ def _parse_children(raw: object, parent: object) -> list[NextMessage]:
         return []
     if not isinstance(raw, list | tuple):
         raise HookError(f"publish_next must return a list, got {type(raw).__name__}")
-    from ..message import TaskMessage
+    from kombu_worker_sdk.message import TaskMessage
 
     assert isinstance(parent, TaskMessage)
     children = []

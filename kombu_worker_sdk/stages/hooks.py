@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import FlowControl, HookError, PermanentError, WorkerSDKError
-from ..faults import fault_point
-from ..hooks import Outputs, overrides_batch
-from ..pipeline import Stage, TaskRun
-from ..signals import task_postrun, task_prerun
+from kombu_worker_sdk.errors import FlowControl, HookError, PermanentError, WorkerSDKError
+from kombu_worker_sdk.hooks import Outputs, overrides_batch
+from kombu_worker_sdk.pipeline import Stage, TaskRun
+from kombu_worker_sdk.signals import task_postrun, task_prerun
+from kombu_worker_sdk.worker.faults import fault_point
 
 
 class HooksStage(Stage):

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 
-from ..errors import SkipMessage, TaskConflictError
-from ..hooks import Outputs
-from ..pipeline import Stage, TaskRun
-from ..state import TaskStatus
-from ..storage import Storage
-from ..storage.base import METRICS_FILE, join_uri
-from .fanout import publish_pending
+from kombu_worker_sdk.errors import SkipMessage, TaskConflictError
+from kombu_worker_sdk.hooks import Outputs
+from kombu_worker_sdk.pipeline import Stage, TaskRun
+from kombu_worker_sdk.stages.fanout import publish_pending
+from kombu_worker_sdk.state import TaskStatus
+from kombu_worker_sdk.storage import Storage
+from kombu_worker_sdk.storage.base import METRICS_FILE, join_uri
 
 
 class IdempotencyStage(Stage):

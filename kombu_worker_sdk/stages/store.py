@@ -11,11 +11,11 @@ import re
 import time
 from typing import Any
 
-from .. import __version__
-from ..errors import PermanentError
-from ..faults import fault_point
-from ..pipeline import Stage, TaskRun
-from ..storage.base import METRICS_FILE, RESULT_STEM
+from kombu_worker_sdk.errors import PermanentError
+from kombu_worker_sdk.pipeline import Stage, TaskRun
+from kombu_worker_sdk.storage.base import METRICS_FILE, RESULT_STEM
+from kombu_worker_sdk.version import __version__
+from kombu_worker_sdk.worker.faults import fault_point
 
 _MAGIC = (
     (b"\x89PNG\r\n\x1a\n", "png"),

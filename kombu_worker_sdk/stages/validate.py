@@ -6,9 +6,9 @@ import re
 import uuid
 from typing import Any
 
-from ..errors import InvalidMessageError, MessageError
-from ..message import ID_PATTERN, decode_body, parse_task
-from ..pipeline import Stage, TaskRun
+from kombu_worker_sdk.errors import InvalidMessageError, MessageError
+from kombu_worker_sdk.message import ID_PATTERN, decode_body, parse_task
+from kombu_worker_sdk.pipeline import Stage, TaskRun
 
 #: Bodies up to this size are still decoded to read their ids, so the task is FAILED with
 #: the reason; a larger one is only dead-lettered (decoding it would cost the worker memory).

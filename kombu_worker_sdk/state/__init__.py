@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from ..config import mask_url
-from ..errors import ConfigError
-from .base import (
+from kombu_worker_sdk.errors import ConfigError
+from kombu_worker_sdk.masking import mask_url
+from kombu_worker_sdk.state.base import (
     Claim,
     ClaimOutcome,
     JobRecord,
@@ -17,7 +17,7 @@ from .base import (
     TaskRecord,
     TaskStatus,
 )
-from .sqlite import SqliteStateStore
+from kombu_worker_sdk.state.sqlite import SqliteStateStore
 
 __all__ = [
     "Claim",
@@ -48,7 +48,7 @@ def open_state(dsn: str, *, read_only: bool = False) -> StateStore:
             raise ConfigError("db_dsn needs a path: sqlite:///relative.db or sqlite:////abs.db")
         return SqliteStateStore(path, read_only=read_only)
     if scheme in {"postgresql", "postgres"}:
-        from .postgres import PostgresStateStore
+        from kombu_worker_sdk.state.postgres import PostgresStateStore
 
         return PostgresStateStore(dsn)
     raise ConfigError(f"db_dsn {mask_url(dsn)!r}: scheme must be sqlite:// or postgresql://")

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..message import NextMessage, TaskMessage
-    from .monitor import WorkerBeat
+    from kombu_worker_sdk.message import NextMessage, TaskMessage
 
 
 class TaskStatus(enum.StrEnum):
@@ -89,6 +88,18 @@ class OpenTask:
     status: TaskStatus
     queue: str | None
     lease_until: float | None
+
+
+@dataclass(frozen=True)
+class WorkerBeat:
+    """What a worker says about itself at each heartbeat tick."""
+
+    worker_id: str
+    host: str
+    queue: str
+    step: str
+    inflight: int
+    started_at: float
 
 
 class StateStore(ABC):

@@ -13,28 +13,14 @@ from abc import abstractmethod
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .base import JobStatus, TaskStatus
-
-if TYPE_CHECKING:
-    from .sql import Cursor
+from kombu_worker_sdk.state.base import JobStatus, TaskStatus, WorkerBeat
+from kombu_worker_sdk.state.dbapi import Cursor
 
 _DETAIL_COLUMNS = (
     "task_id, job_id, parent_task_id, status, attempts, error, queue, worker_id, created_at, updated_at, body"
 )
-
-
-@dataclass(frozen=True)
-class WorkerBeat:
-    """What a worker says about itself at each heartbeat tick."""
-
-    worker_id: str
-    host: str
-    queue: str
-    step: str
-    inflight: int
-    started_at: float
 
 
 @dataclass(frozen=True)

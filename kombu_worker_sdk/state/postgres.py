@@ -36,9 +36,10 @@ import psycopg2
 import psycopg2.extensions
 import psycopg2.pool
 
-from ..config import mask_url
-from ..errors import BackendUnavailableError, ConfigError, StateError
-from .sql import Cursor, SqlStateStore
+from kombu_worker_sdk.errors import BackendUnavailableError, ConfigError, StateError
+from kombu_worker_sdk.masking import mask_url
+from kombu_worker_sdk.state.dbapi import Cursor
+from kombu_worker_sdk.state.sql import SqlStateStore
 
 #: Key of the transaction-scoped advisory lock that serialises ``upgrade()`` ("kwmigr").
 MIGRATION_LOCK_ID = 0x6B77_6D69_6772

@@ -12,11 +12,11 @@ import time
 from abc import abstractmethod
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from typing import Any
 
-from ..errors import StateError
-from ..message import NextMessage, TaskMessage
-from .base import (
+from kombu_worker_sdk.errors import StateError
+from kombu_worker_sdk.message import NextMessage, TaskMessage
+from kombu_worker_sdk.state.base import (
     Claim,
     ClaimOutcome,
     JobRecord,
@@ -27,8 +27,9 @@ from .base import (
     TaskRecord,
     TaskStatus,
 )
-from .migrations import MIGRATIONS
-from .monitor import MonitorQueries
+from kombu_worker_sdk.state.dbapi import Cursor
+from kombu_worker_sdk.state.migrations import MIGRATIONS
+from kombu_worker_sdk.state.monitor import MonitorQueries
 
 TASK_COLUMNS = (
     "task_id, job_id, parent_task_id, status, attempts, error, content_hash, queue, worker_id, updated_at"
@@ -38,15 +39,6 @@ _JOB_STATUS_SQL = (
     "WHEN done + %s >= total + %s THEN 'DONE' ELSE 'RUNNING' END"
 )
 MAX_ERROR_CHARS = 4000
-
-
-class Cursor(Protocol):
-    @property
-    def rowcount(self) -> int: ...
-
-    def execute(self, sql: str, params: Sequence[Any] = ...) -> Any: ...
-    def fetchone(self) -> Any: ...
-    def fetchall(self) -> list[Any]: ...
 
 
 class SqlStateStore(MonitorQueries, StateStore):

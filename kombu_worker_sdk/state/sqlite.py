@@ -14,8 +14,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import BackendUnavailableError, StateError
-from .sql import Cursor, SqlStateStore
+from kombu_worker_sdk.errors import BackendUnavailableError, StateError
+from kombu_worker_sdk.state.dbapi import Cursor
+from kombu_worker_sdk.state.sql import SqlStateStore
 
 BUSY_TIMEOUT_SECONDS = 30.0
 

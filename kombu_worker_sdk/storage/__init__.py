@@ -6,10 +6,16 @@ from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from ..errors import ConfigError
-from .base import ScopedStorage, Storage, content_type_for, guarded_uri, resolve_local_input
-from .local import LocalStorage
-from .memory import MemoryStorage
+from kombu_worker_sdk.errors import ConfigError
+from kombu_worker_sdk.storage.base import (
+    ScopedStorage,
+    Storage,
+    content_type_for,
+    guarded_uri,
+    resolve_local_input,
+)
+from kombu_worker_sdk.storage.local import LocalStorage
+from kombu_worker_sdk.storage.memory import MemoryStorage
 
 __all__ = [
     "LocalStorage",
@@ -37,7 +43,7 @@ def open_storage(
     if scheme == "memory":
         return MemoryStorage(allowed_buckets=allowed_buckets, local_input_root=local_input_root)
     if scheme == "s3":
-        from .s3 import S3Storage
+        from kombu_worker_sdk.storage.s3 import S3Storage
 
         return S3Storage(allowed_buckets=allowed_buckets, local_input_root=local_input_root)
     raise ConfigError(f"storage_url {url!r}: scheme must be file://, memory:// or s3://")

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
-from ..errors import (
+from kombu_worker_sdk.errors import (
     LocalInputViolation,
     ObjectNotFoundError,
     OutputPrefixViolation,
@@ -75,7 +75,7 @@ class Storage(ABC):
 
     def check_readable(self, uri: str) -> None:
         """Refuse a read from a bucket outside the allowlist, or a local path outside the root."""
-        from ..message import check_uri
+        from kombu_worker_sdk.message import check_uri
 
         if is_local_uri(uri):
             self.local_input_path(uri)

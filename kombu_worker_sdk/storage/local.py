@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
-from ..errors import OutputPrefixViolation, UnsafeURIError
-from .base import RESULT_STEM, Storage, is_local_uri, open_local
+from kombu_worker_sdk.errors import OutputPrefixViolation, UnsafeURIError
+from kombu_worker_sdk.storage.base import RESULT_STEM, Storage, is_local_uri, open_local
 
 
 class LocalStorage(Storage):

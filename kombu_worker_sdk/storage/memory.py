@@ -8,8 +8,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import ObjectNotFoundError
-from .base import RESULT_STEM, Storage
+from kombu_worker_sdk.errors import ObjectNotFoundError
+from kombu_worker_sdk.storage.base import RESULT_STEM, Storage
 
 
 class MemoryStorage(Storage):

@@ -33,15 +33,15 @@ import boto3
 from botocore import exceptions as bex
 from botocore.config import Config
 
-from ..config import mask_url
-from ..errors import (
+from kombu_worker_sdk.errors import (
     BackendUnavailableError,
     ObjectNotFoundError,
     StorageError,
     UnsafeURIError,
     WorkerSDKError,
 )
-from .base import RESULT_STEM, Storage, is_local_uri, open_local
+from kombu_worker_sdk.masking import mask_url
+from kombu_worker_sdk.storage.base import RESULT_STEM, Storage, is_local_uri, open_local
 
 ENDPOINT_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 STREAM_BUFFER_BYTES = 256 * 1024

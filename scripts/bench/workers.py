@@ -53,11 +53,12 @@ def kombu_worker(
     ``broker_url`` (SqsPublisher for sqs://).
     """
     from kombu_worker_sdk.config import WorkerConfig
-    from kombu_worker_sdk.consumer import Worker
-    from kombu_worker_sdk.publish import MemoryPublisher
-    from kombu_worker_sdk.runner import delivery_factory
-    from kombu_worker_sdk.runtime import broker_connection, build_runtime
     from kombu_worker_sdk.state import SqliteStateStore
+    from kombu_worker_sdk.transport import broker_connection
+    from kombu_worker_sdk.transport.publish import MemoryPublisher
+    from kombu_worker_sdk.worker.consumer import Worker
+    from kombu_worker_sdk.worker.runner import delivery_factory
+    from kombu_worker_sdk.worker.runtime import build_runtime
 
     config = WorkerConfig(
         broker_url=broker_url,

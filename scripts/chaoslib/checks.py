@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from chaoslib.workers import STEPS, Supervisor
-from kombu_worker_sdk.faults import POINTS
+from kombu_worker_sdk.worker.faults import POINTS
 from tests.integration.stack import Stack
 from tests.invariants import sqs_counter, stranded_jobs
 

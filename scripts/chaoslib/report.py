@@ -8,7 +8,7 @@ from typing import Any
 
 from chaoslib.checks import kill_records
 from chaoslib.workers import Supervisor
-from kombu_worker_sdk.faults import POINTS
+from kombu_worker_sdk.worker.faults import POINTS
 from tests.integration.stack import Stack
 
 #: Slack the recovery target allows on top of one visibility timeout and the step itself.

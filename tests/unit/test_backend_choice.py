@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from kombu_worker_sdk.config import WorkerConfig, load_config
 from kombu_worker_sdk.errors import ConfigError
-from kombu_worker_sdk.runner import log_started
+from kombu_worker_sdk.worker.runner import log_started
 
 REPO_CONFIG = Path(__file__).parents[2] / "config"
 SQS_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/detection"

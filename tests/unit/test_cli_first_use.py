@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 import pytest
 
-from kombu_worker_sdk.cli import send
+from kombu_worker_sdk.cli.main import send
 from kombu_worker_sdk.hooks import WorkerHooks
 from kombu_worker_sdk.testing import fake_context, load_model
 from tests.servers import require_module

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from kombu_worker_sdk.config import load_config, mask_url
+from kombu_worker_sdk.config import load_config
 from kombu_worker_sdk.errors import ConfigError
+from kombu_worker_sdk.masking import mask_url
 
 REPO_CONFIG = Path(__file__).parents[2] / "config"
 

@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
+from kombu_worker_sdk.cli.dlq import peek, redrive
 from kombu_worker_sdk.config import WorkerConfig
-from kombu_worker_sdk.dlq import peek, redrive
-from kombu_worker_sdk.heartbeat import Heartbeat
 from kombu_worker_sdk.message import NextMessage, TaskMessage
-from kombu_worker_sdk.publish import KombuPublisher
-from kombu_worker_sdk.runtime import broker_connection
 from kombu_worker_sdk.state import JobStatus, SqliteStateStore
 from kombu_worker_sdk.state.monitor import WorkerBeat
+from kombu_worker_sdk.transport import broker_connection
+from kombu_worker_sdk.transport.publish import KombuPublisher
+from kombu_worker_sdk.worker.heartbeat import Heartbeat
 
 
 def msg(task_id: str, job: str = "j") -> TaskMessage:

@@ -21,9 +21,9 @@ from kombu_worker_sdk.dashboard.app import create_app  # noqa: E402
 from kombu_worker_sdk.dashboard.data import DashboardData  # noqa: E402
 from kombu_worker_sdk.dashboard.security import CSRF_COOKIE, Guard, check_bind  # noqa: E402
 from kombu_worker_sdk.errors import ConfigError  # noqa: E402
-from kombu_worker_sdk.publish import KombuPublisher  # noqa: E402
-from kombu_worker_sdk.runtime import broker_connection  # noqa: E402
 from kombu_worker_sdk.state import open_state  # noqa: E402
+from kombu_worker_sdk.transport import broker_connection  # noqa: E402
+from kombu_worker_sdk.transport.publish import KombuPublisher  # noqa: E402
 
 TOKEN = "s3cret-token"
 
@@ -60,7 +60,7 @@ def test_any_other_bind_is_refused_without_a_token(host: str) -> None:
 
 def test_the_command_refuses_a_public_bind_in_one_line(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "kombu_worker_sdk.runner", "dashboard", "--host", "0.0.0.0"],
+        [sys.executable, "-m", "kombu_worker_sdk.worker.runner", "dashboard", "--host", "0.0.0.0"],
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -13,9 +13,9 @@ import pytest
 
 from kombu_worker_sdk.config import WorkerConfig, load_config
 from kombu_worker_sdk.errors import ConfigError
-from kombu_worker_sdk.heartbeat import Heartbeat
 from kombu_worker_sdk.message import TaskMessage
 from kombu_worker_sdk.state import Claim, ClaimOutcome, SqliteStateStore
+from kombu_worker_sdk.worker.heartbeat import Heartbeat
 from tests.conftest import wait_for
 from tests.sample_hooks import split_message
 

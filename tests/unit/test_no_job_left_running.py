@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 from kombu import Connection
 
+from kombu_worker_sdk.cli.send import send_messages
+from kombu_worker_sdk.cli.status import render_job
 from kombu_worker_sdk.config import WorkerConfig
 from kombu_worker_sdk.errors import ConfigError, MessageTooLargeError
 from kombu_worker_sdk.message import TaskMessage
-from kombu_worker_sdk.sending import send_messages
 from kombu_worker_sdk.state import SqliteStateStore, TaskStatus, open_state
-from kombu_worker_sdk.status_view import render_job
 from kombu_worker_sdk.testing import LocalRunner
 from tests.conftest import RunningWorker, wait_for
 from tests.fanout_hooks import ChildHooks, root_message
@@ -95,7 +95,7 @@ def test_children_with_no_next_queue_fail_at_once_saying_what_to_set(make_worker
 
 
 def test_a_child_queue_the_sqs_publisher_cannot_route_fails_the_parent() -> None:
-    from kombu_worker_sdk.sqs import SqsPublisher
+    from kombu_worker_sdk.transport.sqs.publisher import SqsPublisher
 
     config = WorkerConfig(
         broker_url="sqs://",
@@ -215,7 +215,15 @@ def test_the_send_command_refuses_an_oversized_message_in_one_line(tmp_path: Pat
     env = {**os.environ, "PYTHONPATH": str(repo), "KOMBU_WORKER_MAX_MESSAGE_BYTES": str(LIMIT)}
     args = ["--job-id", "cb", "--input-uri", "s3://bucket/in.txt", "--output-prefix", "s3://bucket/o/"]
     sent = subprocess.run(
-        [sys.executable, "-m", "kombu_worker_sdk.runner", "send", *args, "--param", "pad=" + "x" * 2 * LIMIT],
+        [
+            sys.executable,
+            "-m",
+            "kombu_worker_sdk.worker.runner",
+            "send",
+            *args,
+            "--param",
+            "pad=" + "x" * 2 * LIMIT,
+        ],
         env=env,
         cwd=tmp_path,
         capture_output=True,

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from kombu_worker_sdk.errors import BackendUnavailableError
-from kombu_worker_sdk.observability import HealthServer, Metrics
+from kombu_worker_sdk.observability.health import HealthServer
+from kombu_worker_sdk.observability.metrics import Metrics
 from kombu_worker_sdk.pipeline import Disposition
 from kombu_worker_sdk.signals import hooks_key, models
 from kombu_worker_sdk.testing import LocalRunner

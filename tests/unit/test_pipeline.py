@@ -9,7 +9,6 @@ import pytest
 
 from kombu_worker_sdk import ConfigError, Stage, TaskRun
 from kombu_worker_sdk.config import StageSpec
-from kombu_worker_sdk.runtime import add_configured_stages, add_entry_point_stages
 from kombu_worker_sdk.signals import (
     task_failure,
     task_postrun,
@@ -20,6 +19,7 @@ from kombu_worker_sdk.signals import (
 )
 from kombu_worker_sdk.stages import HooksStage, StoreStage, default_pipeline
 from kombu_worker_sdk.testing import LocalRunner
+from kombu_worker_sdk.worker.runtime import add_configured_stages, add_entry_point_stages
 from tests.conftest import wait_for
 from tests.sample_hooks import StepHooks, split_message
 

@@ -9,7 +9,7 @@ import pytest
 
 from kombu_worker_sdk.config import WorkerConfig
 from kombu_worker_sdk.pipeline import backoff, retry_delay
-from kombu_worker_sdk.sqs import SqsDelivery
+from kombu_worker_sdk.transport.sqs.delivery import SqsDelivery
 
 
 class RecordingClient:

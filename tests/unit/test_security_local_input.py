@@ -22,9 +22,9 @@ from kombu_worker_sdk.config import WorkerConfig, load_config
 from kombu_worker_sdk.errors import ConfigError, LocalInputViolation, ObjectNotFoundError, UnsafeURIError
 from kombu_worker_sdk.hooks import WorkerHooks
 from kombu_worker_sdk.pipeline import Disposition, TaskRun
-from kombu_worker_sdk.runtime import build_runtime
 from kombu_worker_sdk.storage import LocalStorage, MemoryStorage, ScopedStorage, Storage
 from kombu_worker_sdk.storage.s3 import S3Storage
+from kombu_worker_sdk.worker.runtime import build_runtime
 from tests.unit.security_common import BUCKET, PREFIX, REPO, refused_endpoint
 
 SA_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"

@@ -9,7 +9,8 @@ import pytest
 
 from kombu_worker_sdk.config import WorkerConfig
 from kombu_worker_sdk.errors import MessageTooLargeError, PublishError
-from kombu_worker_sdk.sqs import SqsPublisher, batches, dedup_id, queue_name
+from kombu_worker_sdk.transport.names import queue_name
+from kombu_worker_sdk.transport.sqs.publisher import SqsPublisher, batches, dedup_id
 
 URL = "https://sqs.us-east-1.amazonaws.com/123456789012/next"
 
@@ -95,7 +96,7 @@ def test_fifo_ids_and_queue_names() -> None:
 def test_concurrent_publishers_share_batches_and_each_waits_for_its_own() -> None:
     import threading
 
-    from kombu_worker_sdk.sqs_sends import CoalescingSender
+    from kombu_worker_sdk.transport.sqs.sends import CoalescingSender
 
     sent: list[list[str]] = []
     gate = threading.Barrier(6)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from importlib.resources import files
 
-from .hooks import AnalysisHooks, CompletionHooks, DetectionHooks
+from kombu_worker_sdk.examples.faces.hooks import AnalysisHooks, CompletionHooks, DetectionHooks
 
 __all__ = ["AnalysisHooks", "CompletionHooks", "DetectionHooks", "sample_image"]
 

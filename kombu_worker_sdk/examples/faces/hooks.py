@@ -19,9 +19,13 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from kombu_worker_sdk import Context, Outputs, PermanentError, TaskMessage, WorkerHooks
-
-from . import imaging
-from .schemas import AnalysisParams, AnalysisResult, CompletionParams, Detection
+from kombu_worker_sdk.examples.faces import imaging
+from kombu_worker_sdk.examples.faces.schemas import (
+    AnalysisParams,
+    AnalysisResult,
+    CompletionParams,
+    Detection,
+)
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 from cv2.data import haarcascades
 
-from .schemas import Box, CropAnalysis
+from kombu_worker_sdk.examples.faces.schemas import Box, CropAnalysis
 
 Image = npt.NDArray[np.uint8]
 CASCADE_FILE = "haarcascade_frontalface_default.xml"

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from . import imaging
-from .schemas import Box
+from kombu_worker_sdk.examples.faces import imaging
+from kombu_worker_sdk.examples.faces.schemas import Box
 
 
 def check_redaction(original_png: bytes, result_png: bytes, boxes: list[dict[str, Any]]) -> dict[str, Any]:

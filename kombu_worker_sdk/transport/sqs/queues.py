@@ -23,8 +23,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .config import WorkerConfig
-from .errors import ConfigError
+from kombu_worker_sdk.config import WorkerConfig
+from kombu_worker_sdk.errors import ConfigError
 
 
 def check_queues(runtime: Any, client: Any) -> None:

@@ -11,11 +11,12 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from .config import WorkerConfig, mask_url
-from .errors import WorkerSDKError
-from .state import open_state
-from .state.migrations import LATEST_VERSION
-from .storage import LocalStorage, open_storage
+from kombu_worker_sdk.config import WorkerConfig
+from kombu_worker_sdk.errors import WorkerSDKError
+from kombu_worker_sdk.masking import mask_url
+from kombu_worker_sdk.state import open_state
+from kombu_worker_sdk.state.migrations import LATEST_VERSION
+from kombu_worker_sdk.storage import LocalStorage, open_storage
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,8 @@ def _check_queue(config: WorkerConfig, queue: str) -> str:
         if not os.access(folder, os.W_OK):
             raise OSError(f"{folder} is not writable")
         return f"embedded queue folder {folder}"
-    from .sqs import SqsPublisher, new_client
+    from kombu_worker_sdk.transport.sqs.options import new_client
+    from kombu_worker_sdk.transport.sqs.publisher import SqsPublisher
 
     client = new_client(config)
     url = SqsPublisher(config, client).url_for(queue)
@@ -72,8 +74,8 @@ def _check_queue(config: WorkerConfig, queue: str) -> str:
 
 
 def _check_dead_letters(config: WorkerConfig) -> str:
-    from .sqs import new_client
-    from .sqs_queues import dead_letter_queue
+    from kombu_worker_sdk.transport.sqs.options import new_client
+    from kombu_worker_sdk.transport.sqs.queues import dead_letter_queue
 
     url = dead_letter_queue(config, new_client(config))
     return f"{url} {_check_queue(config, url)}"

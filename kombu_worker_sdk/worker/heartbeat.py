@@ -18,15 +18,23 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-from .errors import WorkerSDKError
-from .state.monitor import WorkerBeat
+from kombu_worker_sdk.config import WorkerConfig
+from kombu_worker_sdk.errors import WorkerSDKError
+from kombu_worker_sdk.state.base import WorkerBeat
+from kombu_worker_sdk.transport.delivery import Delivery
 
-if TYPE_CHECKING:
-    from .config import WorkerConfig
-    from .consumer import Worker
-    from .delivery import Delivery
+
+class Beating(Protocol):
+    """What the heartbeat reads of the consumer (``worker.consumer.Worker``)."""
+
+    runtime: Any
+    lock: threading.Lock
+    inflight: set[Delivery]
+
+    def on_visibility_extended(self) -> None: ...
+
 
 SQS_MAX_HOLD_SECONDS = 43_200
 
@@ -34,7 +42,7 @@ SQS_MAX_HOLD_SECONDS = 43_200
 class Heartbeat:
     """A daemon thread that extends every in-flight delivery every ``interval`` seconds."""
 
-    def __init__(self, worker: Worker, config: WorkerConfig):
+    def __init__(self, worker: Beating, config: WorkerConfig):
         self.worker = worker
         # The same length as a claim's lease: both are pushed together at every tick.
         self.visibility_timeout = config.claim_lease_seconds

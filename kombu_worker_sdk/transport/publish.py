@@ -16,8 +16,8 @@ from typing import Any
 
 from kombu import Connection, Producer, Queue
 
-from .errors import BackendUnavailableError, MessageTooLargeError, PublishError
-from .message import TaskMessage
+from kombu_worker_sdk.errors import BackendUnavailableError, MessageTooLargeError, PublishError
+from kombu_worker_sdk.message import TaskMessage
 
 
 def encode(msg: TaskMessage | Mapping[str, Any]) -> str:

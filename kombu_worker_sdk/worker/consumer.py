@@ -21,15 +21,16 @@ from kombu import Connection, Consumer, Queue
 from kombu.message import Message
 from kombu.mixins import ConsumerMixin
 
-from .delivery import Delivery, EmbeddedDelivery
-from .errors import BackendUnavailableError, HoldMessage
-from .faults import fault_point
-from .heartbeat import Heartbeat
-from .observability import METRICS
-from .pipeline import Disposition, Outcome, TaskRun, describe
-from .runtime import Runtime
-from .signals import worker_ready, worker_shutdown
-from .sqs import queue_name
+from kombu_worker_sdk.errors import BackendUnavailableError, HoldMessage
+from kombu_worker_sdk.observability.metrics import METRICS
+from kombu_worker_sdk.pipeline import Disposition, Outcome, TaskRun, describe
+from kombu_worker_sdk.signals import worker_ready, worker_shutdown
+from kombu_worker_sdk.transport.delivery import Delivery
+from kombu_worker_sdk.transport.embedded import EmbeddedDelivery
+from kombu_worker_sdk.transport.names import queue_name
+from kombu_worker_sdk.worker.faults import fault_point
+from kombu_worker_sdk.worker.heartbeat import Heartbeat
+from kombu_worker_sdk.worker.runtime import Runtime
 
 DeliveryFactory = Callable[[Message], Delivery]
 MAX_OUTAGE_BACKOFF = 30.0
@@ -366,40 +367,6 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
         self.abandon(unfinished)
         self._unfinished = unfinished
         return unfinished
-
-    def hand_back_now(self, timeout: float) -> int:
-        """Before an immediate exit: hand back every unsettled claim and message, within ``timeout``.
-
-        Best-effort and bounded: it runs on its own thread, because the interrupted main
-        thread may hold ``self.lock`` or a pooled connection. Batched acks are flushed too,
-        so finished tasks are not redelivered. Returns how many deliveries it handed back.
-        """
-        deliveries = [d for d in self._snapshot_inflight() if not d.settled]
-
-        def hand_back() -> None:
-            self.abandon(deliveries)
-            close = getattr(self.deliveries, "close", None)
-            if close is not None:
-                close()
-
-        thread = threading.Thread(target=hand_back, name="kombu-worker-hand-back", daemon=True)
-        thread.start()
-        thread.join(timeout)
-        return len(deliveries)
-
-    def _snapshot_inflight(self) -> list[Delivery]:
-        """A copy of ``inflight`` even if the interrupted thread holds the lock."""
-        if self.lock.acquire(timeout=0.5):
-            try:
-                return list(self.inflight)
-            finally:
-                self.lock.release()
-        for _ in range(10):
-            try:
-                return list(self.inflight)
-            except RuntimeError:  # changed size during iteration: look again
-                continue
-        return []
 
     def abandon(self, deliveries: list[Delivery]) -> None:
         """After the grace period: release running messages and hand their tasks back."""

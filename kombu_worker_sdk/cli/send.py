@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .config import WorkerConfig
-from .errors import DecodeError, InvalidMessageError, WorkerSDKError
-from .message import TaskMessage, parse_task
-from .runtime import default_publisher
-from .state import TaskStatus, open_state
+from kombu_worker_sdk.config import WorkerConfig
+from kombu_worker_sdk.errors import DecodeError, InvalidMessageError, WorkerSDKError
+from kombu_worker_sdk.message import TaskMessage, parse_task
+from kombu_worker_sdk.state import TaskStatus, open_state
+from kombu_worker_sdk.transport import default_publisher
 
 
 def messages_from_text(text: str) -> list[TaskMessage]:

@@ -16,18 +16,17 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
-from kombu import Connection
-
-from .config import StageSpec, WorkerConfig
-from .context import Context
-from .errors import ConfigError, HooksError
-from .hooks import load_hooks
-from .logs import TaskLogger, get_logger
-from .pipeline import Pipeline, Stage
-from .publish import KombuPublisher, Publisher
-from .signals import worker_init
-from .state import StateStore, open_state
-from .storage import Storage, open_storage
+from kombu_worker_sdk.config import StageSpec, WorkerConfig
+from kombu_worker_sdk.context import Context
+from kombu_worker_sdk.errors import ConfigError, HooksError
+from kombu_worker_sdk.hooks import load_hooks
+from kombu_worker_sdk.logs import TaskLogger, get_logger
+from kombu_worker_sdk.pipeline import Pipeline, Stage
+from kombu_worker_sdk.signals import worker_init
+from kombu_worker_sdk.state import StateStore, open_state
+from kombu_worker_sdk.storage import Storage, open_storage
+from kombu_worker_sdk.transport import default_publisher
+from kombu_worker_sdk.transport.publish import Publisher
 
 STAGE_ENTRY_POINT_GROUP = "kombu_worker_sdk.stages"
 
@@ -65,43 +64,6 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-def broker_connection(config: WorkerConfig) -> Connection:
-    """A Kombu connection for the broker in use; embedded queues live under data_dir."""
-    url = config.effective_broker_url
-    scheme = url.split("://", 1)[0]
-    options: dict[str, Any] = {}
-    if scheme == "filesystem":
-        folder = (config.data_dir / "queue").resolve()
-        (folder / "control").mkdir(parents=True, exist_ok=True)
-        options = {
-            "data_folder_in": str(folder),
-            "data_folder_out": str(folder),
-            "control_folder": str(folder / "control"),
-            "polling_interval": 0.05,
-        }
-    elif scheme == "memory":
-        options = {"polling_interval": 0.01}
-    elif scheme == "sqs":
-        from .sqs import sqs_transport_options
-
-        options = sqs_transport_options(config)
-    else:
-        raise ConfigError(f"broker_url {url!r}: use filesystem://, memory:// or sqs://")
-    if scheme == "sqs":
-        from .sqs_transport import RawBodyTransport
-
-        return Connection(url, transport=RawBodyTransport, transport_options=options)
-    return Connection(url, transport_options=options)
-
-
-def default_publisher(config: WorkerConfig) -> Publisher:
-    if config.is_sqs_broker:
-        from .sqs import SqsPublisher
-
-        return SqsPublisher(config)
-    return KombuPublisher(broker_connection(config), config.max_message_bytes)
-
-
 def build_runtime(
     config: WorkerConfig,
     hooks: Any | str,
@@ -112,7 +74,7 @@ def build_runtime(
     pipeline: Pipeline | None = None,
 ) -> Runtime:
     """Assemble a runtime; any backend may be passed in (tests, embedded demo)."""
-    from .stages import default_pipeline
+    from kombu_worker_sdk.stages import default_pipeline
 
     hooks_path = hooks if isinstance(hooks, str) else f"{type(hooks).__module__}:{type(hooks).__qualname__}"
     hooks_obj = load_hooks(hooks) if isinstance(hooks, str) else hooks
@@ -169,4 +131,4 @@ def import_object(path: str) -> Any:
         raise ConfigError(f"cannot import {path!r}: {exc}") from None
 
 
-__all__ = ["HooksError", "Runtime", "broker_connection", "build_runtime", "new_worker_id"]
+__all__ = ["HooksError", "Runtime", "build_runtime", "new_worker_id"]

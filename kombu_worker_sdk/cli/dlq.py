@@ -26,10 +26,10 @@ from typing import Any
 
 from kombu import Connection
 
-from .config import WorkerConfig
-from .errors import ConfigError
-from .publish import KombuPublisher
-from .runtime import broker_connection
+from kombu_worker_sdk.config import WorkerConfig
+from kombu_worker_sdk.errors import ConfigError
+from kombu_worker_sdk.transport import broker_connection
+from kombu_worker_sdk.transport.publish import KombuPublisher
 
 #: How long a peeked SQS message stays hidden before it is made visible again (it is reset to 0
 #: right after the peek; this bounds how long a crashed peek hides it).
@@ -78,7 +78,8 @@ def peek(config: WorkerConfig, *, limit: int = 100) -> list[DeadLetter]:
 
 # -- SQS -------------------------------------------------------------------
 def _peek_sqs(config: WorkerConfig, limit: int) -> list[DeadLetter]:
-    from .sqs import SqsPublisher, new_client
+    from kombu_worker_sdk.transport.sqs.options import new_client
+    from kombu_worker_sdk.transport.sqs.publisher import SqsPublisher
 
     client = new_client(config)
     source = SqsPublisher(config, client).url_for(config.effective_dead_letter_queue)
@@ -98,8 +99,9 @@ def _peek_sqs(config: WorkerConfig, limit: int) -> list[DeadLetter]:
 
 
 def _redrive_sqs(config: WorkerConfig, limit: int | None, ids: Collection[str] | None) -> int:
-    from .sqs import SqsPublisher, new_client
-    from .sqs_queues import dead_letter_queue
+    from kombu_worker_sdk.transport.sqs.options import new_client
+    from kombu_worker_sdk.transport.sqs.publisher import SqsPublisher
+    from kombu_worker_sdk.transport.sqs.queues import dead_letter_queue
 
     client = new_client(config)
     publisher = SqsPublisher(config, client)

@@ -17,8 +17,9 @@ from typing import Any, TypeVar
 
 import click
 
-from .config import WorkerConfig, load_config, mask_url
-from .errors import ConfigError, WorkerSDKError
+from kombu_worker_sdk.config import WorkerConfig, load_config
+from kombu_worker_sdk.errors import ConfigError, WorkerSDKError
+from kombu_worker_sdk.masking import mask_url
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -134,7 +135,7 @@ def main(
     if not hooks:
         click.echo(ctx.get_help())
         ctx.exit(2)
-    from .runner import serve
+    from kombu_worker_sdk.worker.runner import serve
 
     config = build_config(config_name, config_dir, **overrides)
     sys.exit(serve(config, hooks, max_messages=max_messages))
@@ -173,7 +174,7 @@ def send(
     default SQLite under the data folder .kombu-worker (kombu-worker --data-dir DIR,
     KOMBU_WORKER_DATA_DIR, or DB_DSN change it).
     """
-    from .sending import messages_from_flags, messages_from_text, send_messages
+    from kombu_worker_sdk.cli.send import messages_from_flags, messages_from_text, send_messages
 
     config = build_config(config_name, config_dir)
     if source:
@@ -203,7 +204,7 @@ def read_source(source: str) -> str:
 @one_line_errors
 def status(job_id: str, as_json: bool, config_name: str | None, config_dir: str | None) -> None:
     """Show a job's status and its tree of tasks, with attempts and errors."""
-    from .status_view import job_as_dict, read_job, render_job
+    from kombu_worker_sdk.cli.status import job_as_dict, read_job, render_job
 
     job, tasks = read_job(build_config(config_name, config_dir), job_id)
     if as_json:
@@ -225,7 +226,7 @@ def status(job_id: str, as_json: bool, config_name: str | None, config_dir: str 
 @one_line_errors
 def demo(image: str | None, data_dir: str, jobs: int) -> None:
     """Run the Detection → Analysis → Completion demo on the embedded defaults."""
-    from .examples.demo import run_demo
+    from kombu_worker_sdk.examples.demo import run_demo
 
     sys.exit(run_demo(Path(data_dir), image=Path(image) if image else None, jobs=jobs))
 
@@ -254,7 +255,7 @@ def db_group() -> None:
 @one_line_errors
 def db_upgrade(config_name: str | None, config_dir: str | None) -> None:
     """Create or migrate the schema; safe to run from many pods at once."""
-    from .state import open_state
+    from kombu_worker_sdk.state import open_state
 
     config = build_config(config_name, config_dir)
     state = open_state(config.effective_db_dsn)
@@ -270,7 +271,7 @@ def db_upgrade(config_name: str | None, config_dir: str | None) -> None:
 @one_line_errors
 def check(config_name: str | None, config_dir: str | None) -> None:
     """Check connectivity and permissions for the queues, the storage and the database."""
-    from .checks import run_checks
+    from kombu_worker_sdk.cli.check import run_checks
 
     results = run_checks(build_config(config_name, config_dir))
     for result in results:
@@ -289,7 +290,7 @@ def dlq_group() -> None:
 @one_line_errors
 def dlq_redrive(limit: int | None, config_name: str | None, config_dir: str | None) -> None:
     """Move dead letters back to the input queue for reprocessing."""
-    from .dlq import redrive
+    from kombu_worker_sdk.cli.dlq import redrive
 
     config = build_config(config_name, config_dir)
     moved = redrive(config, limit=limit)
@@ -315,7 +316,7 @@ def dlq_redrive(limit: int | None, config_name: str | None, config_dir: str | No
 @one_line_errors
 def iam_policy(keda: bool, config_name: str | None, config_dir: str | None, **options: Any) -> None:
     """Print the least-privilege IAM policy (JSON) for this step's configuration."""
-    from .deploy.iam import PolicyOptions, keda_policy, worker_policy
+    from kombu_worker_sdk.deploy.iam import PolicyOptions, keda_policy, worker_policy
 
     config = build_config(config_name, config_dir)
     given = PolicyOptions(region=options.pop("policy_region"), **options)
@@ -342,7 +343,7 @@ def dashboard(
     config_dir: str | None,
 ) -> None:
     """Serve the web dashboard: jobs, task trees, queues, dead letters and workers."""
-    from .dashboard import run_dashboard
+    from kombu_worker_sdk.dashboard import run_dashboard
 
     run_dashboard(build_config(config_name, config_dir), host=host, port=port, token=token, queues=queues)
 

@@ -3,7 +3,7 @@
 The pipeline decides a disposition; a Delivery carries it out on its
 transport. Embedded transports (``filesystem://``, ``memory://``) have no
 visibility timeout, so a retry holds the unacked message in-process until its
-delay passes; SQS (``sqs_delivery.py``) changes the message's visibility
+delay passes; SQS (``transport/sqs/delivery.py``) changes the message's visibility
 instead, so ApproximateReceiveCount and the redrive policy keep working.
 """
 
@@ -13,13 +13,22 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from kombu.message import Message
 
-if TYPE_CHECKING:
-    from .pipeline import TaskRun
-    from .publish import Publisher
+
+class ClaimedRun(Protocol):
+    """What the heartbeat and shutdown need of the pipeline's run (``pipeline.TaskRun``)."""
+
+    @property
+    def claim(self) -> Any: ...
+
+    @property
+    def task_id(self) -> str | None: ...
+
+    @property
+    def holder(self) -> str: ...
 
 
 class Delivery(ABC):
@@ -29,7 +38,7 @@ class Delivery(ABC):
         self.message = message
         self.attempt = attempt
         self.received_at = time.monotonic()
-        self.run: TaskRun | None = None  # set while the pipeline works on it (for the heartbeat)
+        self.run: ClaimedRun | None = None  # set while the pipeline works on it (for the heartbeat)
         self.holds = 0  # times held in-process through a backend outage
         self.token = uuid.uuid4().hex[:12]  # this delivery's claimant id, kept across holds
         self._settled = threading.Event()
@@ -77,30 +86,3 @@ class Delivery(ABC):
 
     @abstractmethod
     def _release(self) -> None: ...
-
-
-class EmbeddedDelivery(Delivery):
-    """A message on Kombu's filesystem or memory transport."""
-
-    def __init__(self, message: Message, publisher: Publisher, attempt: int = 1):
-        super().__init__(message, attempt)
-        self.publisher = publisher
-
-    @property
-    def body(self) -> bytes | str:
-        body: bytes | str = self.message.body
-        return body
-
-    def retry_in(self, delay: float) -> bool:
-        return False  # no visibility timeout here: the consumer holds it and re-runs it when due
-
-    def _ack(self) -> None:
-        self.message.ack()
-
-    def _dead_letter(self, queue: str, reason: str, task_id: str | None) -> None:
-        headers = {"x-error": reason, "x-task-id": task_id or "", "x-attempts": self.attempt}
-        self.publisher.publish_raw(queue, self.body, headers)
-        self.message.ack()
-
-    def _release(self) -> None:
-        self.message.requeue()

@@ -15,7 +15,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .logs import get_logger
+from kombu_worker_sdk.logs import get_logger
 
 BATCH = 10
 log = get_logger(__name__)

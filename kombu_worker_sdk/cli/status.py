@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from .config import WorkerConfig, mask_url
-from .errors import StateError
-from .state import JobRecord, TaskRecord, open_state
+from kombu_worker_sdk.config import WorkerConfig
+from kombu_worker_sdk.errors import StateError
+from kombu_worker_sdk.masking import mask_url
+from kombu_worker_sdk.state import JobRecord, TaskRecord, open_state
 
 WHERE_TO_LOOK = "run it from the folder the worker ran in, or give kombu-worker --data-dir DIR (or DB_DSN)"
 
