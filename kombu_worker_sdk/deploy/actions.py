@@ -60,7 +60,7 @@ W, K, C, R = Caller.WORKER, Caller.KOMBU, Caller.CHECK, Caller.REDRIVE
 
 CALLS: tuple[AwsCall, ...] = (
     _sqs("ReceiveMessage", "ReceiveMessage", IN, K, "Kombu's long poll, with ApproximateReceiveCount"),
-    _sqs("DeleteMessageBatch", "DeleteMessage", IN, W, "acks, up to 10 a call (sqs_acks.py)"),
+    _sqs("DeleteMessageBatch", "DeleteMessage", IN, W, "acks, up to 10 a call (transport/sqs/acks.py)"),
     _sqs("DeleteMessage", "DeleteMessage", IN, K, "Kombu's ack after a dead-letter copy is sent"),
     _sqs("ChangeMessageVisibility", "ChangeMessageVisibility", IN, W, "retries, heartbeat, release"),
     _sqs("ChangeMessageVisibility", "ChangeMessageVisibility", IN, K, "Kombu releases unread messages"),
@@ -71,7 +71,9 @@ CALLS: tuple[AwsCall, ...] = (
     _sqs("GetQueueAttributes", "GetQueueAttributes", IN, C, "kombu-worker check"),
     _sqs("GetQueueAttributes", "GetQueueAttributes", NX, C, "kombu-worker check"),
     _sqs("GetQueueAttributes", "GetQueueAttributes", DL, C, "kombu-worker check"),
+    _sqs("GetQueueUrl", "GetQueueUrl", DL, W, "start-up: the URL of the RedrivePolicy's target"),
     _sqs("ReceiveMessage", "ReceiveMessage", DL, R, "dlq redrive reads dead letters"),
+    _sqs("ChangeMessageVisibilityBatch", "ChangeMessageVisibility", DL, R, "a peek gives them back"),
     _sqs("DeleteMessageBatch", "DeleteMessage", DL, R, "dlq redrive removes what it moved"),
     _sqs("SendMessageBatch", "SendMessage", IN, R, "dlq redrive sends them back"),
     _s3("GetObject", "GetObject", Target.READ, W, "ctx.storage.read/open of input_uri"),
