@@ -115,7 +115,7 @@ def load_hooks(path: str) -> Any:
 def _import_hooks_module(module_name: str) -> ModuleType:
     """Import the hooks module from the current folder too, as Celery's ``-A`` does.
 
-    ``python -m kombu_worker_sdk.worker.runner`` has the current folder on ``sys.path``;
+    ``python -m kombu_worker_sdk.runner`` has the current folder on ``sys.path``;
     the ``kombu-worker`` console script has only its own bin folder there. Any
     error while importing is one line naming the file and line, not a traceback.
     """

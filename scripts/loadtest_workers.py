@@ -17,7 +17,7 @@ from loadtest_target import STEPS, Target
 REPO = Path(__file__).resolve().parents[1]
 NEXT = {"split": "part", "part": "join", "join": None}
 HOOKS = "tests.sample_hooks:StepHooks"
-WORKER = [sys.executable, "-m", "kombu_worker_sdk.worker.runner"]  # what the kombu-worker script runs
+WORKER = [sys.executable, "-m", "kombu_worker_sdk.runner"]  # what the kombu-worker script runs
 
 
 def worker_env(target: Target, step: str, args: argparse.Namespace, data_dir: Path) -> dict[str, str]:

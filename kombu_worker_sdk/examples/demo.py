@@ -123,7 +123,7 @@ def runnable_command(*args: str) -> str:
     script next to the running interpreter, or the interpreter itself.
     """
     script = Path(sys.executable).parent / "kombu-worker"
-    program = [str(script)] if script.is_file() else [sys.executable, "-m", "kombu_worker_sdk.worker.runner"]
+    program = [str(script)] if script.is_file() else [sys.executable, "-m", "kombu_worker_sdk.runner"]
     return shlex.join([*program, *args])
 
 

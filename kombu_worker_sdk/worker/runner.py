@@ -1,4 +1,4 @@
-"""Run one worker process: ``python -m kombu_worker_sdk.worker.runner --hooks ...``.
+"""One worker process: what `kombu-worker --hooks ...` and `python -m kombu_worker_sdk.runner` run.
 
 :func:`serve` is what ``kombu-worker --hooks`` calls: it loads the model in the
 worker_init signal, consumes until told to stop, and shuts down gracefully. The

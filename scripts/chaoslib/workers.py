@@ -28,7 +28,7 @@ MAX_ATTEMPTS = 20
 
 SEED_ENV = "KWS_CHAOS_SEED"
 SHIM_ENV = "KWS_CHAOS_CONFIG_SHIM"
-# Runs the real CLI (``python -m kombu_worker_sdk.worker.runner``) after, optionally, seeding ``random``
+# Runs the real CLI (``python -m kombu_worker_sdk.runner``) after, optionally, seeding ``random``
 # (which the fault points draw from) and hiding the KOMBU_WORKER_FAULTS* variables from the
 # config loader when it refuses them as unknown config keys (see ``config_rejects_faults``).
 SHIM = """
@@ -41,7 +41,7 @@ if os.environ.get("KWS_CHAOS_CONFIG_SHIM"):
     config._env_layers = lambda environ: env_layers(
         {k: v for k, v in environ.items() if not k.startswith("KOMBU_WORKER_FAULTS")}
     )
-runpy.run_module("kombu_worker_sdk.worker.runner", run_name="__main__", alter_sys=True)
+runpy.run_module("kombu_worker_sdk.runner", run_name="__main__", alter_sys=True)
 """
 SHIM_RUNNER = [sys.executable, "-c", SHIM]
 #: Give up early when workers keep dying of something other than an injected SIGKILL.

@@ -51,7 +51,7 @@ def _kw(folder: Path, *args: str, **popen: Any) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "kombu_worker_sdk.worker.runner",
+        "kombu_worker_sdk.runner",
         "--data-dir",
         str(folder / ".kombu-worker/demo"),
         *args,
@@ -77,7 +77,7 @@ def site(tmp_path: Path) -> Iterator[dict[str, Any]]:
         pytest.fail(msg) if servers.in_ci() else pytest.skip(msg)
     env = _env(tmp_path)
     demo = subprocess.run(
-        [sys.executable, "-m", "kombu_worker_sdk.worker.runner", "demo"],
+        [sys.executable, "-m", "kombu_worker_sdk.runner", "demo"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
     )  # fmt: skip
     assert demo.returncode == 0, demo.stdout + demo.stderr

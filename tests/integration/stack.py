@@ -14,7 +14,7 @@ from typing import Any
 from tests import servers
 
 REPO = Path(__file__).parents[2]
-RUNNER = [sys.executable, "-m", "kombu_worker_sdk.worker.runner"]
+RUNNER = [sys.executable, "-m", "kombu_worker_sdk.runner"]
 
 
 @dataclass

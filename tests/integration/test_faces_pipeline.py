@@ -19,7 +19,7 @@ servers.require_module("cv2")
 
 
 def test_demo_on_embedded_defaults(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "kombu_worker_sdk.worker.runner", "demo", "--data-dir",
+    result = subprocess.run([sys.executable, "-m", "kombu_worker_sdk.runner", "demo", "--data-dir",
                              str(tmp_path), "--jobs", "2"], capture_output=True, text=True, timeout=120)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.rstrip().endswith("demo finished: every job DONE")

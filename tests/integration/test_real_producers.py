@@ -2,7 +2,7 @@
 
 The producers are the installed ``kombu`` and ``celery`` packages with their defaults, run
 as a Django or Celery app would run them: nothing here builds an envelope by hand. The
-worker is ``python -m kombu_worker_sdk.worker.runner`` in a subprocess.
+worker is ``python -m kombu_worker_sdk.runner`` in a subprocess.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The seed README's "Local Dev", exactly: a service folder with ``service/hooks.py`` and no
 ``config/``, only QUEUE_URL, NEXT_QUEUE_URL, BUCKET and DB_DSN (plus the AWS environment that
-points boto3 and Kombu's SQS transport at moto), and ``python -m kombu_worker_sdk.worker.runner``.
+points boto3 and Kombu's SQS transport at moto), and ``python -m kombu_worker_sdk.runner``.
 
 The worker must consume SQS, write to S3 and record state in PostgreSQL without being told the
 backends, name them in its start-up line, and create nothing local.
@@ -28,7 +28,7 @@ from tests import servers
 
 pytestmark = pytest.mark.integration
 
-RUNNER = [sys.executable, "-m", "kombu_worker_sdk.worker.runner"]
+RUNNER = [sys.executable, "-m", "kombu_worker_sdk.runner"]
 HOOKS = "service.hooks.MyServiceHooks"
 DB_PASSWORD = "seed-pw-" + uuid.uuid4().hex[:8]
 

@@ -60,7 +60,7 @@ def test_any_other_bind_is_refused_without_a_token(host: str) -> None:
 
 def test_the_command_refuses_a_public_bind_in_one_line(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "kombu_worker_sdk.worker.runner", "dashboard", "--host", "0.0.0.0"],
+        [sys.executable, "-m", "kombu_worker_sdk.runner", "dashboard", "--host", "0.0.0.0"],
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -218,7 +218,7 @@ def test_the_send_command_refuses_an_oversized_message_in_one_line(tmp_path: Pat
         [
             sys.executable,
             "-m",
-            "kombu_worker_sdk.worker.runner",
+            "kombu_worker_sdk.runner",
             "send",
             *args,
             "--param",

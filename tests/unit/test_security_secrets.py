@@ -110,7 +110,7 @@ def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 def kombu_worker(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
     script = Path(sys.executable).with_name("kombu-worker")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "kombu_worker_sdk.worker.runner"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "kombu_worker_sdk.runner"]
     return subprocess.run(
         [*command, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
@@ -180,7 +180,7 @@ def test_a_worker_retrying_dead_aws_endpoints_never_logs_the_secret_key(
         AWS_ENDPOINT_URL=dead_endpoint,
     )
     script = Path(sys.executable).with_name("kombu-worker")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "kombu_worker_sdk.worker.runner"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "kombu_worker_sdk.runner"]
     log = tmp_path / "worker.log"
     with log.open("w") as out:
         proc = subprocess.Popen(

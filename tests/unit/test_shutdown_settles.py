@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import wait_for
 
 REPO = Path(__file__).parents[2]
-KW = [sys.executable, "-m", "kombu_worker_sdk.worker.runner"]
+KW = [sys.executable, "-m", "kombu_worker_sdk.runner"]
 
 
 @pytest.fixture
