@@ -110,8 +110,12 @@ def _queue_statements(
         ("NextQueue", Target.NEXT, config.next_queue),
         ("DeadLetterQueue", Target.DEAD_LETTER, config.effective_dead_letter_queue),
     ]
+    # GetQueueUrl only finds the RedrivePolicy's target, which an explicit DLQ_URL replaces.
+    skip = {"sqs:GetQueueUrl"} if config.dead_letter_queue else set()
     return [
-        _statement(sid, actions_for(target, callers), [_arn(url, config, options)])
+        _statement(
+            sid, [a for a in actions_for(target, callers) if a not in skip], [_arn(url, config, options)]
+        )
         for sid, target, url in queues
         if url
     ]

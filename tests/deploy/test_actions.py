@@ -71,7 +71,7 @@ def test_every_listed_call_is_a_real_operation_and_action() -> None:
             ],
         ),
         (Target.NEXT, ["sqs:GetQueueAttributes", "sqs:SendMessage"]),
-        (Target.DEAD_LETTER, ["sqs:GetQueueAttributes", "sqs:SendMessage"]),
+        (Target.DEAD_LETTER, ["sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SendMessage"]),
         (Target.BUCKET, ["s3:ListBucket"]),
     ],
 )
@@ -82,8 +82,10 @@ def test_a_pods_actions_per_resource(target: Target, actions: list[str]) -> None
 def test_redrive_is_not_part_of_a_pods_role() -> None:
     assert Caller.REDRIVE not in POD_CALLERS
     assert actions_for(Target.DEAD_LETTER, POD_CALLERS | {Caller.REDRIVE}) == [
+        "sqs:ChangeMessageVisibility",
         "sqs:DeleteMessage",
         "sqs:GetQueueAttributes",
+        "sqs:GetQueueUrl",
         "sqs:ReceiveMessage",
         "sqs:SendMessage",
     ]

@@ -90,7 +90,13 @@ def test_the_step_role_grants_what_iam_policy_prints() -> None:
     role = load("step.yaml")["Resources"]["WorkerRole"]["Properties"]
     statements = role["Policies"][0]["PolicyDocument"]["Statement"]
     aws = "https://sqs.us-east-1.amazonaws.com/123456789012"
-    config = WorkerConfig(queue=f"{aws}/p-first", next_queue=f"{aws}/p-second", bucket="b")
+    # A deployed step gets DLQ_URL from the stack's outputs, so it never needs GetQueueUrl.
+    config = WorkerConfig(
+        queue=f"{aws}/p-first",
+        next_queue=f"{aws}/p-second",
+        dead_letter_queue=f"{aws}/p-first-dlq",
+        bucket="b",
+    )
     printed = worker_policy(config, PolicyOptions(kms_keys=["arn:aws:kms:us-east-1:123456789012:key/k"]))
     assert statements_by_sid(statements) == {s["Sid"]: s["Action"] for s in printed["Statement"]}
 
