@@ -36,7 +36,7 @@ import os, random, runpy
 if os.environ.get("KWS_CHAOS_SEED"):
     random.seed(int(os.environ["KWS_CHAOS_SEED"]))
 if os.environ.get("KWS_CHAOS_CONFIG_SHIM"):
-    import kombu_worker_sdk.config as config
+    import kombu_worker_sdk.config.loading as config
     env_layers = config._env_layers
     config._env_layers = lambda environ: env_layers(
         {k: v for k, v in environ.items() if not k.startswith("KOMBU_WORKER_FAULTS")}

@@ -1,24 +1,10 @@
-"""Configuration: YAML chosen by WORKER_CONFIG, queues.yaml, then the environment.
+"""The configuration model: every key, its default and bounds, and how backends are chosen.
 
-Precedence, lowest first: built-in defaults, ``config/default.yaml``, the file
-named by WORKER_CONFIG (``vastra`` → ``config/vastra.yaml``, or a path),
-``config/queues.yaml``, the seed's environment variables (QUEUE_URL,
-NEXT_QUEUE_URL, BUCKET, DB_DSN), ``KOMBU_WORKER_<KEY>`` variables, and finally
-command-line flags. Every layer is checked key by key, so an error names the
-file (or variable) and the key.
-
-Backends follow the form of the configuration (see :data:`BACKEND_RULES`): an
-``https://`` queue URL means the SQS broker and ``BUCKET`` means S3 storage,
-unless ``broker_url`` / ``storage_url`` is set; a set value that contradicts
-that form is refused in one line naming both sources. Only when nothing names
-a production backend do the embedded defaults (``filesystem://``, ``file://``
-and SQLite under ``data_dir``) apply. ``load_config`` records where every value
-came from in :attr:`WorkerConfig.sources` (what ``kombu-worker config show`` prints).
+Loading (files, environment, flags) lives in :mod:`kombu_worker_sdk.config.loading`.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +16,6 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -39,27 +24,6 @@ from pydantic import (
 from kombu_worker_sdk.errors import ConfigError
 from kombu_worker_sdk.masking import mask_secrets, mask_url
 
-SEED_ENV = {
-    "QUEUE_URL": "queue",
-    "NEXT_QUEUE_URL": "next_queue",
-    "DLQ_URL": "dead_letter_queue",
-    "BUCKET": "bucket",
-    "DB_DSN": "db_dsn",
-    "BROKER_URL": "broker_url",
-    "STORAGE_URL": "storage_url",
-}
-ENV_PREFIX = "KOMBU_WORKER_"
-#: Variables under the prefix that are not config keys (fault injection, see faults.py).
-NOT_CONFIG_ENV = frozenset({"KOMBU_WORKER_FAULTS", "KOMBU_WORKER_FAULTS_LOG"})
-#: Keys that were removed, with what to set instead: refused, never silently ignored.
-RETIRED_KEYS = {
-    "lease_seconds": "a claim's lease is now one visibility_timeout, extended by the heartbeat "
-    "while the task runs; remove lease_seconds and set visibility_timeout instead",
-    # The old boolean let any message read any local file (true was the default).
-    "allow_local_input": "file:// inputs are read only under local_input_root; set local_input_root "
-    "to a directory, or leave it unset to read no local files",
-}
-QUEUES_FILE_KEYS = {"input_queue": "queue", "next_queue": "next_queue", "dlq": "dead_letter_queue"}
 BUILT_IN = "built-in default"
 QUEUE_KEYS = ("queue", "next_queue", "dead_letter_queue")
 
@@ -293,87 +257,3 @@ class WorkerConfig(BaseModel):
 
 def _scheme(url: str) -> str:
     return url.split("://", 1)[0].lower()
-
-
-def load_config(
-    name: str | None = None,
-    *,
-    config_dir: str | Path | None = None,
-    env: dict[str, str] | None = None,
-    overrides: dict[str, Any] | None = None,
-) -> WorkerConfig:
-    """Build the merged, validated config. ``name`` defaults to $WORKER_CONFIG."""
-    environ = dict(os.environ if env is None else env)
-    directory = Path(config_dir or environ.get("WORKER_CONFIG_DIR") or "config")
-    layers = _file_layers(name or environ.get("WORKER_CONFIG") or "default", directory)
-    layers.extend(_env_layers(environ))
-    layers.append(("command line", {k: v for k, v in (overrides or {}).items() if v is not None}))
-    merged: dict[str, Any] = {}
-    origin: dict[str, str] = {}
-    for source, data in layers:
-        for key, value in data.items():
-            if key in RETIRED_KEYS:
-                raise ConfigError(f"{source}: key {key!r} is no longer supported: {RETIRED_KEYS[key]}")
-            if key not in WorkerConfig.model_fields:
-                raise ConfigError(f"{source}: unknown config key {key!r}")
-            merged[key] = value
-            origin[key] = source
-    try:
-        return WorkerConfig.model_validate(merged, context={"sources": origin})
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        key = str(err["loc"][0]) if err["loc"] else "?"
-        raise ConfigError(f"{origin.get(key, 'config')}: key {key!r}: {err['msg']}") from None
-
-
-def _file_layers(name: str, directory: Path) -> list[tuple[str, dict[str, Any]]]:
-    layers: list[tuple[str, dict[str, Any]]] = []
-    default = directory / "default.yaml"
-    if default.is_file():
-        layers.append((str(default), _read_yaml(default)))
-    named = _named_file(name, directory)
-    if named is not None and named != default:
-        layers.append((str(named), _read_yaml(named)))
-    queues = directory / "queues.yaml"
-    if queues.is_file():
-        raw = _read_yaml(queues)
-        unknown = set(raw) - set(QUEUES_FILE_KEYS)
-        if unknown:
-            raise ConfigError(f"{queues}: unknown key {sorted(unknown)[0]!r}")
-        layers.append((str(queues), {QUEUES_FILE_KEYS[k]: v for k, v in raw.items() if v}))
-    return layers
-
-
-def _named_file(name: str, directory: Path) -> Path | None:
-    is_path = name.endswith((".yaml", ".yml")) or os.sep in name
-    path = Path(name) if is_path else directory / f"{name}.yaml"
-    if path.is_file():
-        return path
-    if name == "default":
-        return None
-    raise ConfigError(f"WORKER_CONFIG={name!r}: no config file at {path}")
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read YAML: {exc}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
-    return data
-
-
-def _env_layers(environ: dict[str, str]) -> list[tuple[str, dict[str, Any]]]:
-    """One layer per variable, so an error names the variable that caused it."""
-    layers = [(f"${var}", {key: environ[var]}) for var, key in SEED_ENV.items() if environ.get(var)]
-    for var, value in sorted(environ.items()):
-        if var.startswith(ENV_PREFIX) and var not in NOT_CONFIG_ENV:
-            key = var[len(ENV_PREFIX) :].lower()
-            layers.append((f"${var}", {key: yaml.safe_load(value) if key in _STRUCTURED_KEYS else value}))
-    return layers
-
-
-_STRUCTURED_KEYS = {"allowed_buckets", "stages"}
