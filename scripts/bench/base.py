@@ -26,6 +26,8 @@ class Section:
     draw: Callable[[Any, Result | None], None]
     #: Written to ``bench.json``'s ``targets``; each key starts with the section's key.
     targets: dict[str, float]
+    #: A line printed last in the parent's output (a figure scripts can grep), or None.
+    summary: Callable[[Result], str] | None = None
 
 
 def fmt(value: Any, spec: str = ".2f") -> str:

@@ -21,7 +21,7 @@ from typing import Any
 
 from . import __doc__ as PACKAGE_DOC
 from .common import quiet_logging
-from .report import draw_chart, print_table, table_rows
+from .report import draw_chart, measured, print_table, table_rows
 from .sections import load, targets
 from .settings import Settings, log
 
@@ -37,6 +37,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--messages", type=int, default=0, help="messages per consumer in section a")
     parser.add_argument("--repeats", type=int, default=0, help="repeats of section a (median reported)")
     parser.add_argument("--sqs-concurrency", default="", help="kombu-worker concurrencies in b, e.g. 1,10")
+    parser.add_argument("--device-backlog", type=int, default=0, help="messages queued per run in f (400)")
+    parser.add_argument("--no-moto", action="store_true", help="skip f's run over moto")
     parser.add_argument("--profile", action="store_true", help="py-spy hot spots of a's kombu-worker")
     parser.add_argument("--no-chart", action="store_true", help="skip bench.png")
     parser.add_argument("--section", help=argparse.SUPPRESS)  # child mode: run one section
@@ -73,10 +75,10 @@ def child_argv(args: argparse.Namespace, section: str, child_out: Path) -> list[
         "--out-dir",
         str(args.out_dir),
     ]
-    for flag in ("quick", "profile"):
+    for flag in ("quick", "profile", "no_moto"):
         if getattr(args, flag):
-            argv.append(f"--{flag}")
-    for opt in ("messages", "repeats", "sqs_concurrency"):
+            argv.append(f"--{flag.replace('_', '-')}")
+    for opt in ("messages", "repeats", "sqs_concurrency", "device_backlog"):
         value = getattr(args, opt)
         if value:
             argv += [f"--{opt.replace('_', '-')}", str(value)]
@@ -147,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
         draw_chart(results, sections, png)
         print(f"chart: {png}")
     print(f"total: {results['meta']['total_seconds']} s")
+    for key, section in sections.items():  # last, so that a script can take the final line
+        result = measured(results, key)
+        if section.summary is not None and result is not None:
+            print(section.summary(result))
     return 0 if not any(isinstance(v, dict) and "error" in v for v in results.values()) else 1
 
 

@@ -1,13 +1,15 @@
 """Section b's meter: an HTTP proxy in front of moto that counts SQS requests on the wire.
 
 Counting on the wire sees botocore's calls and Kombu's pycurl long polls (which Celery's
-event loop uses) alike, which a botocore event hook would not.
+event loop uses) alike, which a botocore event hook would not. With ``delay`` it also adds
+that many seconds to every request before forwarding it: section f's network round trip.
 """
 
 from __future__ import annotations
 
 import http.client
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -29,8 +31,9 @@ class CountingProxy:
         "content-length",
     }
 
-    def __init__(self, upstream: str):
+    def __init__(self, upstream: str, delay: float = 0.0):
         parts = urlsplit(upstream)
+        self.delay = delay
         self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
         self.counts: Counter[str] = Counter()
         self.lock = threading.Lock()
@@ -47,6 +50,8 @@ class CountingProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 proxy.count(self.command, self.path, self.headers.get("X-Amz-Target"), body)
+                if proxy.delay:
+                    time.sleep(proxy.delay)  # a round trip to a region, on this request's thread
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in proxy.HOP}
                 data, status = b"", 502
                 reply: list[tuple[str, str]] = []

@@ -11,7 +11,7 @@ import importlib
 
 from .base import Section
 
-ORDER = ("a", "b", "c", "d", "e")
+ORDER = ("a", "b", "c", "d", "e", "f")
 
 
 def load() -> dict[str, Section]:

@@ -29,6 +29,10 @@ class Settings:
     batch_sizes: list[int] = field(default_factory=lambda: [1, 8, 32])
     batch_wait_ms: int = 20
     batch_seconds: float = 3.0
+    device_backlog: int = 400
+    device_seconds: float = 15.0
+    device_batches: list[int] = field(default_factory=lambda: [1, 8, 32])
+    device_moto: bool = True
     memory_small: int = 1000
     memory_large: int = 20000
     profile: bool = False
@@ -41,10 +45,15 @@ class Settings:
             s.sqs_roots, s.sqs_concurrency = 25, [10]
             s.concurrency_seconds, s.batch_seconds = 1.5, 1.0
             s.memory_small, s.memory_large = 500, 3000
+            s.device_seconds = 6.0
         if args.messages:
             s.overhead_messages = args.messages
         if args.repeats:
             s.repeats = args.repeats
+        if args.device_backlog:
+            s.device_backlog = args.device_backlog
+        if args.no_moto:
+            s.device_moto = False
         if args.sqs_concurrency:
             s.sqs_concurrency = [int(x) for x in args.sqs_concurrency.split(",")]
         return s

@@ -40,8 +40,10 @@ def kombu_worker(
     *,
     queue: str,
     tmp: Path,
-    storage: str = "memory",
+    storage: Any = "memory",
     broker_url: str = "memory://",
+    state: Any = None,
+    connection: Any = None,
     publisher: Any = None,
     max_messages: int | None = None,
     threaded: bool = True,
@@ -50,7 +52,9 @@ def kombu_worker(
     """A worker as ``kombu-worker`` builds one, with a file-backed SQLite state in ``tmp``.
 
     ``publisher`` None is a MemoryPublisher; ``"default"`` lets the runtime pick it from
-    ``broker_url`` (SqsPublisher for sqs://).
+    ``broker_url`` (SqsPublisher for sqs://). ``storage`` is a kind for :func:`make_storage`,
+    an object, or None (the runtime opens the config's); ``state`` and ``connection``, when
+    given, replace the SQLite file and the Kombu connection the config would make.
     """
     from kombu_worker_sdk.config import WorkerConfig
     from kombu_worker_sdk.state import SqliteStateStore
@@ -69,17 +73,20 @@ def kombu_worker(
         worker_id=f"bench-{uuid.uuid4().hex[:6]}",
         **settings,
     )
-    state = SqliteStateStore(tmp / f"state-{uuid.uuid4().hex[:8]}.db")
+    if state is None:
+        state = SqliteStateStore(tmp / f"state-{uuid.uuid4().hex[:8]}.db")
+    if isinstance(storage, str):
+        storage = make_storage(storage)
     if publisher is None:
         publisher = MemoryPublisher()
     elif publisher == "default":
         publisher = None
-    runtime = build_runtime(config, hooks, storage=make_storage(storage), state=state, publisher=publisher)
+    runtime = build_runtime(config, hooks, storage=storage, state=state, publisher=publisher)
     runtime.state.upgrade()
     runtime.start()
     worker = Worker(
         runtime,
-        broker_connection(config),
+        connection or broker_connection(config),
         delivery_factory=delivery_factory(runtime),
         max_messages=max_messages,
     )
@@ -127,14 +134,17 @@ def celery_app(broker: str, queue: str, **conf: Any) -> Any:
 
 
 @contextlib.contextmanager
-def celery_worker(app: Any, shutdown_timeout: float) -> Iterator[None]:
-    """Celery's solo pool in a thread of this process (its own test helper, no ping task)."""
+def celery_worker(
+    app: Any, shutdown_timeout: float, pool: str = "solo", concurrency: int = 1
+) -> Iterator[None]:
+    """A Celery pool (solo by default) in a thread of this process (its own test helper, no
+    ping task)."""
     from celery.contrib.testing.worker import start_worker
 
     with start_worker(
         app,
-        pool="solo",
-        concurrency=1,
+        pool=pool,
+        concurrency=concurrency,
         perform_ping_check=False,
         loglevel="WARNING",
         shutdown_timeout=shutdown_timeout,

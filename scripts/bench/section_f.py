@@ -1,0 +1,256 @@
+"""f  Device duty cycle: does the model run back to back while I/O waits on the network?
+
+One simulated device (a lock held 20 ms + 2 ms per item) behind backends that cost what the
+real ones do: 30 ms per storage request (S3 in-region), 2 ms per state call (PostgreSQL
+in-VPC), 15 ms per receive (SQS; up to 10 messages a call). The hook's ``process_batch``
+reads each message's ``input_uri`` through ``ctx.storage``. A backlog of 400 messages is
+queued first; each run lasts until it is drained or ``device_seconds`` pass.
+
+Duty is the device's busy time over the wall time from its first call's start to its last
+call's end; msg/s is set against the device's own limit at that batch size, B/(a + b·B).
+kombu-worker runs at batch 1, 8 and 32 (``batch_wait_ms`` 50, ``concurrency`` 1); Celery
+runs the same device, latencies and per-message calls (idempotency check, claim, input
+read, two writes, completion) in its solo pool and its threads pool (Celery has no
+micro-batching, so it calls the device one item at a time). Then kombu-worker runs once more
+over moto's server behind proxies adding the same latencies (``section_f_moto``).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from .base import Result, Row, Section, percent, verdict
+from .common import Clock, seed_memory, task_body, tmpdir, unique
+from .latency import Device, OpCounter, latency_state, latency_storage, latency_transport
+from .settings import Settings, log
+from .workers import celery_app, celery_worker, kombu_worker
+
+DEVICE_A, DEVICE_B = 0.020, 0.002
+STORAGE_S, STATE_S, SQS_S = 0.030, 0.002, 0.015
+BATCH_WAIT_MS = 50
+CELERY_THREADS = 8
+INPUT = task_body("j", "t")["input_uri"]
+TARGETS = {"f_duty_at_8": 0.9, "f_duty_at_1": 0.9}
+
+
+def device_hooks(device: Device) -> Any:
+    """Hooks that read every input through ``ctx.storage`` and then run the device once."""
+    from kombu_worker_sdk import WorkerHooks
+
+    class DeviceHooks(WorkerHooks):
+        version = "bench"
+
+        def load_pipeline(self, ctx: Any) -> None:
+            return None
+
+        def process(self, ctx: Any, msg: Any) -> Any:
+            return self.process_batch(ctx, [msg])[0]
+
+        def process_batch(self, ctx: Any, msgs: list[Any]) -> list[Any]:
+            for msg in msgs:
+                ctx.storage.read(msg["input_uri"])
+            device.run(len(msgs))
+            return [{"result": {"n": len(msgs)}} for _ in msgs]
+
+        def publish_next(self, ctx: Any, msg: Any, outputs: Any) -> list[dict[str, Any]]:
+            return []
+
+    return DeviceHooks()
+
+
+class World:
+    """One run's backends, device and request counters."""
+
+    def __init__(self, tmp: Path):
+        self.counts = {"storage": OpCounter(), "state": OpCounter(), "sqs": OpCounter()}
+        self.device = Device(DEVICE_A, DEVICE_B)
+        self.storage = latency_storage(STORAGE_S, self.counts["storage"])
+        from kombu_worker_sdk.storage import MemoryStorage
+
+        MemoryStorage.put(self.storage, INPUT, b"\0" * 4096, "application/octet-stream")  # not charged
+        self.state = latency_state(tmp / "state.db", STATE_S, self.counts["state"])
+        self.state.upgrade()
+        self.transport = latency_transport(SQS_S, self.counts["sqs"])
+
+    def figures(self, batch: int, processed: int) -> Result:
+        out = self.device.figures(batch)
+        out["processed"] = processed
+        for name, counter in self.counts.items():
+            ops = counter.snapshot()
+            out[f"{name}_requests"] = ops
+            out[f"{name}_per_message"] = sum(ops.values()) / processed if processed else float("nan")
+        return out
+
+
+def wait_for(done: Any, deadline: float) -> None:
+    """Poll ``done()`` until it holds or the deadline passes (a capped run reports what it got)."""
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def run_kombu_worker(s: Settings, batch: int) -> Result:
+    from kombu import Connection
+
+    n = s.device_backlog
+    queue = unique(f"bench-f{batch}")
+    with tmpdir("bench-f-") as tmp:
+        world = World(tmp)
+        seed_memory(queue, n)
+        conn = Connection(
+            "memory://", transport=world.transport, transport_options={"polling_interval": 0.01}
+        )
+        kw = kombu_worker(
+            device_hooks(world.device),
+            queue=queue,
+            tmp=tmp,
+            storage=world.storage,
+            state=world.state,
+            connection=conn,
+            concurrency=1,
+            batch_size=batch,
+            batch_wait_ms=BATCH_WAIT_MS,
+        )
+        wait_for(lambda: kw.worker.settled >= n, time.monotonic() + s.device_seconds)
+        settled = kw.worker.settled
+        kw.stop()
+    result = world.figures(batch, settled)
+    result.update({"consumer": "kombu-worker", "batch_size": batch, "backlog": n})
+    log.info(
+        "f: kombu-worker batch %d: duty %.1f%%, %.1f msg/s (device limit %.1f), %d settled",
+        batch,
+        100 * result["duty"],
+        result["rate"],
+        result["device_limit"],
+        settled,
+    )
+    return result
+
+
+def run_celery(s: Settings, pool: str, concurrency: int) -> Result:
+    """Celery doing what the SDK does per message, around the same device, one item a call."""
+    from kombu_worker_sdk.message import parse_task
+    from kombu_worker_sdk.storage.base import join_uri
+
+    n = s.device_backlog
+    queue = unique(f"bench-f-celery-{pool}")
+    with tmpdir("bench-f-celery-") as tmp:
+        world = World(tmp)
+        storage, state, device = world.storage, world.state, world.device
+        app = celery_app(
+            "memory://",
+            queue,
+            broker_transport=world.transport,
+            broker_transport_options={"polling_interval": 0.01},
+        )
+        clock = Clock(n)
+
+        @app.task(name=f"bench.device.{queue}")
+        def on_device(body: dict[str, Any]) -> None:
+            msg = parse_task(body)
+            if storage.find_result(msg.output_prefix) is None:
+                state.claim(msg, worker_id="celery", lease_seconds=300)
+                storage.read(msg.input_uri)
+                device.run(1)
+                storage.put(join_uri(msg.output_prefix, "metrics.json"), b"{}", "application/json")
+                storage.put(join_uri(msg.output_prefix, "result.json"), b'{"n":1}', "application/json")
+                state.complete(msg, [], default_queue=None)
+            clock.tick()
+
+        for i in range(n):
+            on_device.apply_async((task_body(f"j{i}", f"j{i}-t"),))
+        with celery_worker(app, shutdown_timeout=5, pool=pool, concurrency=concurrency):
+            clock.done.wait(s.device_seconds)
+            processed = clock.count
+    result = world.figures(1, processed)
+    result.update({"consumer": f"celery {pool}", "concurrency": concurrency, "batch_size": 1, "backlog": n})
+    log.info(
+        "f: celery %s x%d: duty %.1f%%, %.1f msg/s", pool, concurrency, 100 * result["duty"], result["rate"]
+    )
+    return result
+
+
+def run(s: Settings, out_dir: Path) -> Result:
+    runs: dict[str, Result] = {}
+    for batch in s.device_batches:
+        runs[f"kombu_worker_b{batch}"] = run_kombu_worker(s, batch)
+    runs["celery_solo"] = run_celery(s, "solo", 1)
+    runs[f"celery_threads_{CELERY_THREADS}"] = run_celery(s, "threads", CELERY_THREADS)
+    result: Result = {
+        "latencies_ms": {"storage": 1e3 * STORAGE_S, "state": 1e3 * STATE_S, "sqs_receive": 1e3 * SQS_S},
+        "device_ms": {"a": 1e3 * DEVICE_A, "b_per_item": 1e3 * DEVICE_B},
+        "batch_wait_ms": BATCH_WAIT_MS,
+        "concurrency": 1,
+        "backlog": s.device_backlog,
+        "cap_seconds": s.device_seconds,
+        "runs": runs,
+        "targets": {"duty_at_8": TARGETS["f_duty_at_8"], "duty_at_1": TARGETS["f_duty_at_1"]},
+    }
+    if s.device_moto:
+        from .section_f_moto import run_over_moto
+
+        result["moto"] = run_over_moto(s, device_hooks, World)
+    print(summary(result), flush=True)
+    return result
+
+
+def summary(f: Result) -> str:
+    """The figure issue 11 asks for, on a line of its own."""
+    duty8 = f["runs"].get("kombu_worker_b8", {}).get("duty", float("nan"))
+    return f"f: device duty at batch 8: {100 * duty8:.1f}%"
+
+
+def rows(f: Result) -> list[Row]:
+    out: list[Row] = []
+    for name, r in f["runs"].items():
+        size = r["batch_size"]
+        target = TARGETS.get(f"f_duty_at_{size}") if name.startswith("kombu") else None
+        label = name.replace("kombu_worker_b", "kombu-worker batch ").replace("_", " ")
+        out.append(
+            (
+                f"{label}: device duty",
+                percent(r["duty"]),
+                f">= {target:.0%}" if target else "",
+                verdict(r["duty"] >= target) if target else "",
+            )
+        )
+        out.append(
+            (
+                f"  msg/s (device limit at {size})",
+                f"{r['rate']:.1f} ({r['device_limit']:.0f})",
+                f"mean batch {r['mean_batch']:.1f}",
+                "",
+            )
+        )
+    moto = f.get("moto")
+    if moto:
+        out.append(("over moto + latency proxies, batch 8: duty", percent(moto["duty"]), "", ""))
+        out.append(("  msg/s (moto's own cost caps it)", f"{moto['rate']:.1f}", "", ""))
+    return out
+
+
+def draw(ax: Any, f: Result | None) -> None:
+    if f is not None:
+        names = list(f["runs"])
+        labels = [n.replace("kombu_worker_b", "kw b").replace("celery_", "Celery\n") for n in names]
+        duties = [100 * f["runs"][n]["duty"] for n in names]
+        colors = ["#1f77b4" if n.startswith("kombu") else "#2ca02c" for n in names]
+        if f.get("moto"):
+            labels.append("kw b8\nmoto")
+            duties.append(100 * f["moto"]["duty"])
+            colors.append("#aec7e8")
+        bars = ax.bar(labels, duties, color=colors)
+        rates = [f"{f['runs'][n]['rate']:.0f}/s" for n in names]
+        if f.get("moto"):
+            rates.append(f"{f['moto']['rate']:.0f}/s")
+        ax.bar_label(bars, labels=[f"{d:.0f}%\n{r}" for d, r in zip(duties, rates, strict=True)], fontsize=7)
+        ax.axhline(90, ls="--", c="r", lw=1, label="target 90%")
+        ax.set_ylim(0, 115)
+        ax.set_ylabel("device duty % (msg/s on the bars)")
+        ax.legend(fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+    ax.set_title("(f) device duty: 20 ms + 2 ms/item, 30 ms storage, 2 ms state")
+
+
+SECTION = Section("f", "device duty cycle (injected latencies)", run, rows, draw, TARGETS, summary)
