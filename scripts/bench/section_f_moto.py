@@ -56,7 +56,9 @@ def run_over_moto(s: Settings, device_hooks: Callable[[Any], Any], world_cls: Ca
         try:
             sqs = boto3.client("sqs", endpoint_url=moto_url, region_name=REGION)
             s3 = boto3.client("s3", endpoint_url=moto_url, region_name=REGION)
-            url = sqs.create_queue(QueueName=unique("bench-f-moto"))["QueueUrl"]
+            name = unique("bench-f-moto")
+            sqs.create_queue(QueueName=f"{name}-dlq")  # the worker refuses to start without one
+            url = sqs.create_queue(QueueName=name)["QueueUrl"]
             seed(sqs, s3, url, n)
             world = world_cls(tmp)
             log.info("f: over moto, batch %d, %d messages", BATCH, n)
