@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -60,3 +61,48 @@ def test_unknown_section_is_refused(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "unknown section" in proc.stderr
+
+
+@pytest.mark.slow
+def test_device_duty_section_reports_every_consumer_and_prints_the_duty_line_last(tmp_path: Path) -> None:
+    for module in ("celery", "matplotlib", "psutil"):  # the bench extra
+        servers.require_module(module)
+    out = tmp_path / "bench-out"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH),
+            "--only",
+            "f",
+            "--device-backlog",
+            "8",
+            "--out-dir",
+            str(out),
+            "--no-chart",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert re.fullmatch(r"f: device duty at batch 8: \d+\.\d%", proc.stdout.strip().splitlines()[-1])
+
+    f = json.loads((out / "bench.json").read_text())["f"]
+    assert set(f["runs"]) == {
+        "kombu_worker_b1",
+        "kombu_worker_b8",
+        "kombu_worker_b32",
+        "celery_solo",
+        "celery_threads_8",
+    }
+    for name, run in [*f["runs"].items(), ("moto", f["moto"])]:
+        assert run["processed"] == 8, name  # the whole backlog, well inside the time cap
+        assert run["items"] == 8, name  # each message reached the device once
+        assert 0 < run["duty"] <= 1, name
+    # the same per-message work on both sides: an idempotency check, an input read, two writes
+    for name in ("kombu_worker_b1", "celery_solo"):
+        requests = f["runs"][name]["storage_requests"]
+        assert requests["find_result"] == 8 and requests["read"] == 8 and requests["put"] == 16, name
+    assert f["runs"]["kombu_worker_b8"]["mean_batch"] > 1  # micro-batches reached the device
+    assert f["moto"]["s3_requests"] and f["moto"]["sqs_requests"]  # the real clients, through the proxies
