@@ -28,7 +28,9 @@ TARGETS = {"b_requests_per_message": 0.3}
 def run_kombu_worker(
     s: Settings, sqs: Any, proxy: CountingProxy, concurrency: int, receive_batch_size: int | None = None
 ) -> Result:
-    url = sqs.create_queue(QueueName=unique(f"bench-kw-c{concurrency}"))["QueueUrl"]
+    name = unique(f"bench-kw-c{concurrency}")
+    sqs.create_queue(QueueName=f"{name}-dlq")  # the worker checks its dead-letter queue at start
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
     roots = [task_body(f"job{i}", f"job{i}-root", "root") for i in range(s.sqs_roots)]
     for start in range(0, len(roots), 10):
         entries = [

@@ -121,15 +121,15 @@ def celery_app(broker: str, queue: str, **conf: Any) -> Any:
     from celery import Celery
 
     app = Celery(f"bench{uuid.uuid4().hex[:6]}", broker=broker, set_as_current=False)
-    app.conf.update(
-        task_default_queue=queue,
-        task_acks_late=True,
-        task_ignore_result=True,
-        worker_hijack_root_logger=False,
-        worker_send_task_events=False,
-        broker_connection_retry_on_startup=True,
-        **conf,
-    )
+    settings: dict[str, Any] = {
+        "task_default_queue": queue,
+        "task_acks_late": True,
+        "task_ignore_result": True,
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": False,
+        "broker_connection_retry_on_startup": True,
+    }
+    app.conf.update({**settings, **conf})
     return app
 
 

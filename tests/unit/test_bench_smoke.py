@@ -22,7 +22,7 @@ BENCH = REPO / "scripts" / "bench.py"
 
 @pytest.mark.slow
 def test_quick_overhead_section_writes_json_and_chart(tmp_path: Path) -> None:
-    for module in ("celery", "matplotlib", "psutil"):  # the bench extra
+    for module in ("celery", "matplotlib", "psutil", "sqlalchemy"):  # the bench extra
         servers.require_module(module)
     out = tmp_path / "bench-out"
     proc = subprocess.run(
@@ -36,17 +36,29 @@ def test_quick_overhead_section_writes_json_and_chart(tmp_path: Path) -> None:
 
     data = json.loads((out / "bench.json").read_text())
     assert {"meta", "targets", "table", "a"} <= set(data)
-    assert set(data) & {"b", "c", "d", "e"} == set()  # --only a
+    assert set(data) & {"b", "c", "d", "e", "f"} == set()  # --only a
     section = data["a"]
     assert section["transport"] == "memory://"
     assert section["messages"] == 200
     for key in ("kombu_worker_vs_bare", "kombu_worker_vs_celery", "targets", "setup"):
         assert key in section
-    for consumer in ("bare_kombu", "kombu_worker", "celery", "kombu_worker_indexed_storage"):
-        figures = section["consumers"][consumer]
+    consumers = section["consumers"]
+    assert set(consumers) == {
+        "bare_kombu",
+        "kombu_worker",
+        "kombu_worker_files",
+        "celery",
+        "celery_file_backend",
+        "celery_sqlite_backend",
+    }
+    for figures in consumers.values():
         assert {"rate", "rates", "us_per_message", "wall_s", "processed"} <= set(figures)
         assert math.isfinite(figures["rate"]) and figures["rate"] > 0
+    # the fair Celery rows kept a result per message in their backend, as they are timed for
+    for consumer in ("celery_file_backend", "celery_sqlite_backend"):
+        assert consumers[consumer]["results_stored"] == consumers[consumer]["processed"] == [200]
     assert "kombu-worker / celery" in data["table"]
+    assert "kombu-worker files / celery file backend" in data["table"]
     assert "kombu-worker / celery" in proc.stdout
     assert (out / "bench.png").stat().st_size > 0
 
