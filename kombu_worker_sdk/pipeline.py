@@ -33,6 +33,7 @@ from kombu_worker_sdk.errors import (
 from kombu_worker_sdk.signals import task_failure
 
 if TYPE_CHECKING:
+    from kombu_worker_sdk.concurrency import HookGate, IOPool
     from kombu_worker_sdk.config import WorkerConfig
     from kombu_worker_sdk.context import Context
     from kombu_worker_sdk.hooks import Outputs
@@ -58,6 +59,8 @@ class Services(Protocol):
     worker_id: str
     logger: TaskLogger
     context: Context
+    io: IOPool
+    hook_gate: HookGate
 
     @property
     def hooks_version(self) -> str: ...
@@ -141,6 +144,9 @@ class Stage:
     """
 
     name: ClassVar[str] = "stage"
+    #: True for a stage whose per-message work is a blocking request: its default
+    #: ``process_batch`` then runs the messages of a micro-batch concurrently.
+    io_bound: ClassVar[bool] = False
     #: Where an entry-point stage goes, e.g. ``("before", "hooks")``.
     placement: ClassVar[tuple[str, str] | None] = None
 
@@ -152,6 +158,10 @@ class Stage:
 
     def process_batch(self, runs: list[TaskRun]) -> dict[int, BaseException]:
         """Process several messages; returns the errors by position. Override to batch."""
+        if self.io_bound:
+            from kombu_worker_sdk.concurrency import errors_by_position
+
+            return errors_by_position(runs[0].runtime.io.map(self.process, runs))
         errors: dict[int, BaseException] = {}
         for i, run in enumerate(runs):
             try:
@@ -212,14 +222,35 @@ class Pipeline:
 
     def run(self, runs: Sequence[TaskRun]) -> None:
         """Run every message through the stages; each ends with ``run.outcome`` set."""
-        active = list(runs)
-        for stage in self.stages:
+        self.advance(self.stages, runs)
+        self.conclude(runs)
+
+    def phases(self) -> tuple[list[Stage], list[Stage], list[Stage]]:
+        """(prepare, device, finish): the stages before ``hooks``, ``hooks``, and after it.
+
+        The worker runs them on different lanes; a pipeline without a hooks stage is
+        all preparation.
+        """
+        names = self.names()
+        if "hooks" not in names:
+            return list(self.stages), [], []
+        at = names.index("hooks")
+        return self.stages[:at], self.stages[at : at + 1], self.stages[at + 1 :]
+
+    def advance(self, stages: Sequence[Stage], runs: Sequence[TaskRun]) -> list[TaskRun]:
+        """Run the still-active runs through ``stages``; returns those with no outcome yet."""
+        active = [run for run in runs if run.outcome is None]
+        for stage in stages:
             if not active:
                 break
             active = self._run_stage(stage, active)
-        for run in active:
-            run.outcome = Outcome(Disposition.ACK, reason="done")
+        return active
+
+    def conclude(self, runs: Sequence[TaskRun]) -> None:
+        """Ack what every stage passed, then the after-hooks, in reverse, for each run."""
         for run in runs:
+            if run.outcome is None:
+                run.outcome = Outcome(Disposition.ACK, reason="done")
             self._after(run)
 
     def _run_stage(self, stage: Stage, active: list[TaskRun]) -> list[TaskRun]:

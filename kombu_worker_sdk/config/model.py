@@ -84,6 +84,12 @@ class WorkerConfig(BaseModel):
     prefetch: int | None = Field(default=None, ge=1, le=1000)
     batch_size: int = Field(default=1, ge=1, le=1024)
     batch_wait_ms: int = Field(default=0, ge=0, le=60_000)
+    # The lanes (README "Feeding a GPU"): I/O-lane threads, and how far prefetch may grow.
+    io_concurrency: int | None = Field(default=None, ge=1, le=512)
+    prefetch_max: int | None = Field(default=None, ge=1, le=1000)
+    # Read each input_uri before the hooks, up to this many bytes (larger ones stream).
+    prefetch_input: bool = True
+    prefetch_input_max_bytes: int = Field(default=16 * 1_048_576, ge=0, le=1_073_741_824)
     max_attempts: int = Field(default=3, ge=1, le=100)
     retry_backoff_seconds: float = Field(default=1.0, ge=0)
     retry_backoff_max_seconds: float = Field(default=300.0, ge=0)
@@ -193,13 +199,39 @@ class WorkerConfig(BaseModel):
         return max(self.visibility_timeout, 1)
 
     @property
+    def device_slots(self) -> int:
+        """Messages the device lane can run at once: one micro-batch per device thread."""
+        return self.concurrency * self.batch_size
+
+    @property
     def effective_prefetch(self) -> int:
-        """Never hold more messages invisible than the worker can start soon.
+        """The starting prefetch: what the device can run now, plus one receive's buffer.
 
         ``receive_batch_size`` (opt-in, for short steps) adds a local buffer of that
         many, so every ReceiveMessage can bring a full batch while the pool stays busy.
+        With ``prefetch`` unset, the worker grows it towards :attr:`effective_prefetch_max`
+        as far as keeping the device fed needs (``worker.prefetch.PrefetchGovernor``).
         """
-        return self.prefetch or self.concurrency * self.batch_size + (self.receive_batch_size or 0)
+        return self.prefetch or self.device_slots + (self.receive_batch_size or 0)
+
+    @property
+    def effective_prefetch_max(self) -> int:
+        """The most messages held invisible: ``prefetch`` when set (then fixed), else
+        ``prefetch_max``, else enough for a batch preparing, ready, running and finishing
+        twice over per device thread."""
+        if self.prefetch:
+            return self.prefetch
+        return max(self.prefetch_max or max(16, 8 * self.device_slots), self.effective_prefetch)
+
+    @property
+    def effective_io_concurrency(self) -> int:
+        """I/O-lane threads: each runs one batch's preparation or finish at a time."""
+        return self.io_concurrency or max(4, 4 * self.concurrency)
+
+    @property
+    def batch_io_threads(self) -> int:
+        """Threads for one batch's concurrent storage requests (S3's pool holds 32)."""
+        return min(32, max(8, 2 * self.batch_size))
 
     @property
     def receive_slots(self) -> int:

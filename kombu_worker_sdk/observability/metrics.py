@@ -13,6 +13,9 @@ backends answering), with the backend check cached so probes do not hammer them.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from typing import Any
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -20,6 +23,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from kombu_worker_sdk.pipeline import Disposition, TaskRun
 from kombu_worker_sdk.transport.names import queue_name
@@ -75,6 +80,13 @@ class Metrics:
             "kombu_worker_model_load_seconds", "How long load_pipeline took in this process.", registry=r
         )
 
+        self.lanes = LaneCollector()
+        r.register(self.lanes)
+
+    def watch_lanes(self, counts: Callable[[], dict[str, int]], governor: Any) -> None:
+        """Report a worker's lanes at scrape time: no cost on the message path."""
+        self.lanes.counts, self.lanes.governor = counts, governor
+
     def observe_run(self, queue: str, run: TaskRun) -> None:
         """Record one finished run: its outcome, retry or dead letter, and stage timings."""
         outcome = run.outcome
@@ -104,6 +116,32 @@ class Metrics:
     def exposition(self) -> bytes:
         """The registry in Prometheus text format."""
         return generate_latest(self.registry)
+
+
+class LaneCollector(Collector):
+    """Messages held per lane, the prefetch limit, and the device's busy time (its duty cycle)."""
+
+    def __init__(self) -> None:
+        self.counts: Callable[[], dict[str, int]] | None = None
+        self.governor: Any = None
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        if self.counts is None or self.governor is None:
+            return
+        held = GaugeMetricFamily(
+            "kombu_worker_messages_held", "Messages held invisible, by lane.", labels=["lane"]
+        )
+        for lane, count in self.counts().items():
+            held.add_metric([lane], count)
+        yield held
+        yield GaugeMetricFamily(
+            "kombu_worker_prefetch_limit", "Messages the worker may hold now.", value=self.governor.limit()
+        )
+        yield CounterMetricFamily(
+            "kombu_worker_device_busy_seconds",
+            "Wall time the device lane spent in the hooks; rate() of it is the duty cycle.",
+            value=self.governor.device_busy_seconds,
+        )
 
 
 METRICS = Metrics()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from kombu_worker_sdk.errors import HoldMessage, SkipMessage, TaskConflictError
+from kombu_worker_sdk.errors import BackendUnavailableError, HoldMessage, SkipMessage, TaskConflictError
 from kombu_worker_sdk.pipeline import Stage, TaskRun
-from kombu_worker_sdk.stages.fanout import publish_pending
+from kombu_worker_sdk.stages.fanout import message_of, publish_pending
 from kombu_worker_sdk.state import Claim, ClaimOutcome
 from kombu_worker_sdk.worker.faults import fault_point
 
@@ -21,7 +21,36 @@ class ClaimStage(Stage):
         runtime, msg = run.runtime, run.message
         assert msg is not None
         lease = runtime.config.claim_lease_seconds
-        claim = runtime.state.claim(msg, worker_id=run.holder, lease_seconds=lease)
+        self.apply(run, runtime.state.claim(msg, worker_id=run.holder, lease_seconds=lease))
+
+    def process_batch(self, runs: list[TaskRun]) -> dict[int, BaseException]:
+        """One state transaction claims the micro-batch; each message keeps its own outcome.
+
+        An outage fails them all (the consumer holds them); any other error claims one by
+        one, so one bad row costs only its own message.
+        """
+        runtime = runs[0].runtime
+        requests = [(message_of(run), run.holder) for run in runs]
+        try:
+            claims = runtime.state.claim_many(requests, lease_seconds=runtime.config.claim_lease_seconds)
+        except BackendUnavailableError as exc:
+            return dict.fromkeys(range(len(runs)), exc)
+        except Exception:
+            return super().process_batch(runs)
+        errors: dict[int, BaseException] = {}
+        for i, (run, claim) in enumerate(zip(runs, claims, strict=True)):
+            try:
+                self.apply(run, claim)
+            except Exception as exc:
+                errors[i] = exc
+        return errors
+
+    @staticmethod
+    def apply(run: TaskRun, claim: Claim) -> None:
+        """Act on one message's claim: run it, skip it, wait for its holder, or refuse it."""
+        runtime, msg = run.runtime, run.message
+        assert msg is not None
+        lease = runtime.config.claim_lease_seconds
         if claim.outcome is ClaimOutcome.CONFLICT:
             raise TaskConflictError(f"task {msg.task_id!r} exists with different content")
         if claim.outcome is ClaimOutcome.DONE:

@@ -12,8 +12,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
-from kombu_worker_sdk.errors import ConfigError, HookError, MessageTooLargeError, WorkerSDKError
-from kombu_worker_sdk.message import NextMessage, parse_next
+from kombu_worker_sdk.errors import (
+    BackendUnavailableError,
+    ConfigError,
+    HookError,
+    MessageTooLargeError,
+    WorkerSDKError,
+)
+from kombu_worker_sdk.message import NextMessage, TaskMessage, parse_next
 from kombu_worker_sdk.pipeline import Stage, TaskRun, describe
 from kombu_worker_sdk.state import PendingChild
 from kombu_worker_sdk.worker.faults import fault_point
@@ -28,18 +34,19 @@ class FanoutStage(Stage):
         run.published = publish_pending(run, pending)
 
     def process_batch(self, runs: list[TaskRun]) -> dict[int, BaseException]:
-        """Commit each message, then send every child of the batch in shared batch calls.
+        """Commit the batch in one state transaction, then send every child in shared batch calls.
 
         Fewer SendMessageBatch requests; a failed send fails (and retries) the
         messages whose children it carried, and their redelivery republishes them.
         """
         errors: dict[int, BaseException] = {}
-        committed: list[tuple[int, list[PendingChild]]] = []
+        wanted: list[tuple[int, list[NextMessage]]] = []
         for i, run in enumerate(runs):
             try:
-                committed.append((i, self.commit(run)))
+                wanted.append((i, self.children_of(run)))
             except Exception as exc:
                 errors[i] = exc
+        committed = self.commit_many(runs, wanted, errors)
         fault_point("between_commit_and_publish")
         if not committed:
             return errors
@@ -54,19 +61,62 @@ class FanoutStage(Stage):
             runs[i].published = [child for child in pending if id(child) in sent_ids]
         return errors
 
+    @staticmethod
+    def commit_many(
+        runs: list[TaskRun], wanted: list[tuple[int, list[NextMessage]]], errors: dict[int, BaseException]
+    ) -> list[tuple[int, list[PendingChild]]]:
+        """Mark DONE and register children for the batch; one by one if the batch fails."""
+        if not wanted:
+            return []
+        runtime = runs[0].runtime
+        items = [(message_of(runs[i]), children) for i, children in wanted]
+        try:
+            pending = runtime.state.complete_many(items, default_queue=runtime.config.next_queue)
+            return [(i, found) for (i, _), found in zip(wanted, pending, strict=True)]
+        except BackendUnavailableError as exc:
+            errors.update(dict.fromkeys((i for i, _ in wanted), exc))
+            return []
+        except Exception:
+            pass
+        committed = []
+        for i, children in wanted:
+            try:
+                committed.append((i, FanoutStage.complete(runs[i], children)))
+            except Exception as exc:
+                errors[i] = exc
+        return committed
+
     def commit(self, run: TaskRun) -> list[PendingChild]:
         """Ask publish_next, then mark DONE and register the children in one transaction."""
+        return self.complete(run, self.children_of(run))
+
+    @staticmethod
+    def complete(run: TaskRun, children: list[NextMessage]) -> list[PendingChild]:
+        assert run.message is not None
+        runtime = run.runtime
+        return runtime.state.complete(run.message, children, default_queue=runtime.config.next_queue)
+
+    @staticmethod
+    def children_of(run: TaskRun) -> list[NextMessage]:
+        """The checked children ``publish_next`` asks for (nothing is written yet)."""
         runtime, msg, ctx = run.runtime, run.message, run.ctx
         assert msg is not None and ctx is not None and run.outputs is not None
         try:
-            raw = runtime.hooks.publish_next(ctx, msg, run.outputs)
+            with runtime.hook_gate.entered():  # never beside process() on a 1-thread hooks class
+                raw = runtime.hooks.publish_next(ctx, msg, run.outputs)
         except WorkerSDKError:
             raise
         except Exception as exc:
             raise HookError(f"publish_next raised {type(exc).__name__}: {exc}") from exc
         run.children = _parse_children(raw, msg)
         check_children(run, run.children)
-        return runtime.state.complete(msg, run.children, default_queue=runtime.config.next_queue)
+        return run.children
+
+
+def message_of(run: TaskRun) -> TaskMessage:
+    """The run's validated message: every stage after validate has one."""
+    assert run.message is not None
+    return run.message
 
 
 def check_children(run: TaskRun, children: Sequence[NextMessage]) -> None:
@@ -101,8 +151,6 @@ def _parse_children(raw: object, parent: object) -> list[NextMessage]:
         return []
     if not isinstance(raw, list | tuple):
         raise HookError(f"publish_next must return a list, got {type(raw).__name__}")
-    from kombu_worker_sdk.message import TaskMessage
-
     assert isinstance(parent, TaskMessage)
     children = []
     for item in raw:

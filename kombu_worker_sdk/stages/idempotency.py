@@ -21,6 +21,7 @@ from kombu_worker_sdk.storage.base import METRICS_FILE, join_uri
 
 class IdempotencyStage(Stage):
     name = "idempotency"
+    io_bound = True  # one storage request per message: a batch makes them at once
 
     def process(self, run: TaskRun) -> None:
         runtime, msg = run.runtime, run.message

@@ -38,6 +38,7 @@ def sniff_extension(data: bytes) -> str:
 
 class StoreStage(Stage):
     name = "store"
+    io_bound = True  # one storage request per message: a batch makes them at once
 
     def process(self, run: TaskRun) -> None:
         if run.resumed:

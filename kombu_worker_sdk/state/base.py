@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -102,6 +103,12 @@ class WorkerBeat:
     started_at: float
 
 
+#: (message, claimant) for :meth:`StateStore.claim_many`.
+ClaimRequest = tuple["TaskMessage", str]
+#: (message, its children) for :meth:`StateStore.complete_many`.
+Completion = tuple["TaskMessage", list["NextMessage"]]
+
+
 class StateStore(ABC):
     """Task and job state behind one interface (SQLite embedded, PostgreSQL in production)."""
 
@@ -120,6 +127,19 @@ class StateStore(ABC):
     @abstractmethod
     def claim(self, msg: TaskMessage, *, worker_id: str, lease_seconds: float) -> Claim:
         """Atomically move the task to PROCESSING for ``worker_id`` (creating it if new)."""
+
+    def claim_many(self, requests: Sequence[ClaimRequest], *, lease_seconds: float) -> list[Claim]:
+        """Claim a micro-batch, each message for its own claimant; SQL stores use one transaction.
+
+        All or nothing: on an error nothing is claimed, and the caller claims one by one.
+        """
+        return [self.claim(msg, worker_id=worker, lease_seconds=lease_seconds) for msg, worker in requests]
+
+    def complete_many(
+        self, items: Sequence[Completion], *, default_queue: str | None
+    ) -> list[list[PendingChild]]:
+        """:meth:`complete` for a micro-batch (one transaction in SQL stores); all or nothing."""
+        return [self.complete(msg, children, default_queue=default_queue) for msg, children in items]
 
     @abstractmethod
     def extend_lease(self, task_id: str, *, worker_id: str, lease_seconds: float) -> bool:

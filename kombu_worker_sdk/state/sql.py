@@ -19,6 +19,8 @@ from kombu_worker_sdk.message import NextMessage, TaskMessage
 from kombu_worker_sdk.state.base import (
     Claim,
     ClaimOutcome,
+    ClaimRequest,
+    Completion,
     JobRecord,
     JobStatus,
     OpenTask,
@@ -30,6 +32,7 @@ from kombu_worker_sdk.state.base import (
 from kombu_worker_sdk.state.dbapi import Cursor
 from kombu_worker_sdk.state.migrations import MIGRATIONS
 from kombu_worker_sdk.state.monitor import MonitorQueries
+from kombu_worker_sdk.state.rows import clean_text, task_record
 
 TASK_COLUMNS = (
     "task_id, job_id, parent_task_id, status, attempts, error, content_hash, queue, worker_id, updated_at"
@@ -38,7 +41,6 @@ _JOB_STATUS_SQL = (
     "status = CASE WHEN failed + %s > 0 THEN 'FAILED' "
     "WHEN done + %s >= total + %s THEN 'DONE' ELSE 'RUNNING' END"
 )
-MAX_ERROR_CHARS = 4000
 
 
 class SqlStateStore(MonitorQueries, StateStore):
@@ -97,6 +99,16 @@ class SqlStateStore(MonitorQueries, StateStore):
             self._insert_task(cur, msg, None, TaskStatus.PENDING, None)
             return self._claim_row(cur, msg.task_id, worker_id, lease_seconds, msg.content_hash())
 
+    def claim_many(self, requests: Sequence[ClaimRequest], *, lease_seconds: float) -> list[Claim]:
+        """One transaction for a micro-batch; rows locked in (job, task) order, as complete_many."""
+        claims: dict[int, Claim] = {}
+        with self._tx() as cur:
+            for i in _in_lock_order([msg for msg, _ in requests]):
+                msg, worker = requests[i]
+                self._insert_task(cur, msg, None, TaskStatus.PENDING, None)
+                claims[i] = self._claim_row(cur, msg.task_id, worker, lease_seconds, msg.content_hash())
+        return [claims[i] for i in range(len(requests))]
+
     def _claim_existing(self, task_id: str, worker_id: str, lease_seconds: float) -> Claim:
         with self._tx() as cur:
             return self._claim_row(cur, task_id, worker_id, lease_seconds, None)
@@ -144,17 +156,31 @@ class SqlStateStore(MonitorQueries, StateStore):
         self, msg: TaskMessage, children: list[NextMessage], *, default_queue: str | None
     ) -> list[PendingChild]:
         with self._tx() as cur:
-            now = time.time()
-            changed = self._run(
-                cur,
-                "UPDATE kw_tasks SET status = 'DONE', lease_until = NULL, error = NULL, "
-                "updated_at = %s WHERE task_id = %s AND status <> 'DONE'",
-                (now, msg.task_id),
-            ).rowcount
-            if changed:
-                added = sum(self._add_child(cur, msg, child, default_queue) for child in children)
-                self._bump_job(cur, msg.job_id, total=added, done=1)
-            return self._pending_children(cur, msg.task_id)
+            return self._complete_row(cur, msg, children, default_queue)
+
+    def complete_many(
+        self, items: Sequence[Completion], *, default_queue: str | None
+    ) -> list[list[PendingChild]]:
+        pending: dict[int, list[PendingChild]] = {}
+        with self._tx() as cur:
+            for i in _in_lock_order([msg for msg, _ in items]):
+                msg, children = items[i]
+                pending[i] = self._complete_row(cur, msg, children, default_queue)
+        return [pending[i] for i in range(len(items))]
+
+    def _complete_row(
+        self, cur: Cursor, msg: TaskMessage, children: list[NextMessage], default_queue: str | None
+    ) -> list[PendingChild]:
+        changed = self._run(
+            cur,
+            "UPDATE kw_tasks SET status = 'DONE', lease_until = NULL, error = NULL, "
+            "updated_at = %s WHERE task_id = %s AND status <> 'DONE'",
+            (time.time(), msg.task_id),
+        ).rowcount
+        if changed:
+            added = sum(self._add_child(cur, msg, child, default_queue) for child in children)
+            self._bump_job(cur, msg.job_id, total=added, done=1)
+        return self._pending_children(cur, msg.task_id)
 
     def _add_child(
         self, cur: Cursor, parent: TaskMessage, child: NextMessage, default_queue: str | None
@@ -320,7 +346,7 @@ class SqlStateStore(MonitorQueries, StateStore):
             row = self._run(
                 cur, f"SELECT {TASK_COLUMNS} FROM kw_tasks WHERE task_id = %s", (task_id,)
             ).fetchone()
-        return _task_record(row) if row else None
+        return task_record(row) if row else None
 
     def get_job(self, job_id: str) -> JobRecord | None:
         with self._tx() as cur:
@@ -338,7 +364,7 @@ class SqlStateStore(MonitorQueries, StateStore):
                 f"SELECT {TASK_COLUMNS} FROM kw_tasks WHERE job_id = %s ORDER BY created_at, task_id",
                 (job_id,),
             ).fetchall()
-        return [_task_record(row) for row in rows]
+        return [task_record(row) for row in rows]
 
     def running_jobs(self) -> dict[str, list[OpenTask]]:
         with self._tx() as cur:
@@ -360,22 +386,6 @@ class SqlStateStore(MonitorQueries, StateStore):
             self._run(cur, "SELECT 1").fetchone()
 
 
-def clean_text(text: str) -> str:
-    """Error text safe for any database: no NUL, no lone surrogates, bounded length."""
-    text = text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
-    return text[:MAX_ERROR_CHARS]
-
-
-def _task_record(row: Sequence[Any]) -> TaskRecord:
-    return TaskRecord(
-        task_id=row[0],
-        job_id=row[1],
-        parent_task_id=row[2],
-        status=TaskStatus(row[3]),
-        attempts=row[4],
-        error=row[5],
-        content_hash=row[6],
-        queue=row[7],
-        worker_id=row[8],
-        updated_at=row[9],
-    )
+def _in_lock_order(msgs: Sequence[TaskMessage]) -> list[int]:
+    """Positions sorted by (job, task): two batches lock shared rows in one order, never a cycle."""
+    return sorted(range(len(msgs)), key=lambda i: (msgs[i].job_id, msgs[i].task_id))

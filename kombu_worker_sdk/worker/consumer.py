@@ -1,42 +1,54 @@
-"""The Kombu consumer: receive, run the pipeline, carry out the disposition.
+"""The Kombu consumer: receive, move each message through the lanes, settle it.
 
 :class:`Worker` is a ``kombu.mixins.ConsumerMixin``, so connection loss and
-reconnection are Kombu's, not rebuilt here. Messages are handed to the
-pipeline on a pool of ``concurrency`` threads; micro-batches are
-gathered up to ``batch_size`` or ``batch_wait_ms``. Prefetch is bounded to what
-the worker can start, so a pod never hides messages it cannot work on. The
-disposition is carried out here and nowhere else.
+reconnection are Kombu's, not rebuilt here. A received message goes through three
+phases on two lanes (README "Feeding a GPU"):
+
+* prepare, on the I/O lane: every stage before ``hooks`` (validate, idempotency,
+  claim, input prefetch), for whatever has arrived, up to ``batch_size`` at once;
+* the device lane (``concurrency`` threads): the ``hooks`` stage, on micro-batches
+  taken from the runs that are ready (``worker.lanes``);
+* finish, back on the I/O lane: the stages after ``hooks`` (store, fan-out), then
+  the disposition, carried out by ``worker.settling`` and nowhere else.
+
+While batch N runs on the device, N+1 is prepared and N-1 finished. The consumer
+holds as many messages invisible as keeps the device fed (``worker.prefetch``).
 """
 
 from __future__ import annotations
 
-import random
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from collections import Counter, deque
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kombu import Connection, Consumer, Queue
 from kombu.message import Message
 from kombu.mixins import ConsumerMixin
 
-from kombu_worker_sdk.errors import BackendUnavailableError, HoldMessage
 from kombu_worker_sdk.observability.metrics import METRICS
-from kombu_worker_sdk.pipeline import Disposition, Outcome, TaskRun, describe
+from kombu_worker_sdk.pipeline import Disposition, Outcome, Stage, TaskRun, describe
 from kombu_worker_sdk.signals import worker_ready, worker_shutdown
 from kombu_worker_sdk.transport.delivery import Delivery
 from kombu_worker_sdk.transport.embedded import EmbeddedDelivery
 from kombu_worker_sdk.transport.names import queue_name
 from kombu_worker_sdk.worker.faults import fault_point
 from kombu_worker_sdk.worker.heartbeat import Heartbeat
+from kombu_worker_sdk.worker.lanes import DeviceLane, ReadyQueue
+from kombu_worker_sdk.worker.prefetch import PrefetchGovernor
 from kombu_worker_sdk.worker.runtime import Runtime
+from kombu_worker_sdk.worker.settling import MAX_OUTAGE_BACKOFF, Settling
 
-DeliveryFactory = Callable[[Message], Delivery]
-MAX_OUTAGE_BACKOFF = 30.0
+DeliveryFactory = Any  # Callable[[Message], Delivery]
+#: Where each held message is, for the metrics and the tests (see ``lane_counts``).
+LANES = ("arrived", "preparing", "ready", "device", "finishing", "held")
+
+__all__ = ["LANES", "MAX_OUTAGE_BACKOFF", "Worker"]
 
 
-class Worker(ConsumerMixin):  # type: ignore[misc]
+class Worker(Settling, ConsumerMixin):  # type: ignore[misc]
     """Consumes one queue and runs each message through the runtime's pipeline."""
 
     def __init__(
@@ -59,30 +71,37 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
         self.ready = threading.Event()
         self.last_progress = time.monotonic()
         self.inflight: set[Delivery] = set()
+        self.lanes: dict[Delivery, str] = {}
         self.lock = threading.Lock()
         # Signalled whenever a delivery finishes: the consuming thread waits on it instead of
         # letting Kombu nap a polling interval while every prefetch slot is busy.
         self.capacity = threading.Condition(self.lock)
         self.outage_since: float | None = None
-        self._futures: set[Future[None]] = set()
-        self._batch: list[Delivery] = []
-        self._batch_timer: threading.Timer | None = None
         self._held: dict[Delivery, threading.Timer] = {}
-        self._started: set[Delivery] = set()  # handed to the pipeline: finish them, never release
+        self._arrivals: deque[Delivery] = deque()
         self._unfinished: list[Delivery] | None = None  # set once the stop has drained
+        self._consumers: list[Consumer] = []
+        self._qos = 0
+        self.prepare_stages, self.device_stages, self.finish_stages = runtime.pipeline.phases()
+        self.governor = PrefetchGovernor(config)
         # Hooks never run on the consuming thread, even at concurrency 1: it must stay free
         # to notice a stop and enforce the shutdown grace while a long step runs.
-        self._executor = ThreadPoolExecutor(config.concurrency, "kombu-worker")
+        self._io_lane = ThreadPoolExecutor(config.effective_io_concurrency, "kombu-worker-lane-io")
+        self.ready_runs = ReadyQueue(config.batch_size, config.batch_wait_ms / 1000)
+        self.device = DeviceLane(config.concurrency, self.ready_runs, self.run_on_device)
         self.heartbeat = Heartbeat(self, config)
+        METRICS.watch_lanes(self.lane_counts, self.governor)
 
     # -- Kombu's side ---------------------------------------------------
     def get_consumers(self, consumer_cls: type[Consumer], channel: Any) -> list[Consumer]:
+        self._qos = self.governor.limit()
         consumer = consumer_cls(
             queues=[self.queue],
             on_message=self._on_message,
             accept=["application/json"],  # Kombu itself will decode nothing else
-            prefetch_count=self.runtime.config.effective_prefetch,
+            prefetch_count=self._qos,
         )
+        self._consumers = [consumer]
         return [consumer]
 
     def on_consume_ready(self, connection: Any, channel: Any, consumers: Any, **kwargs: Any) -> None:
@@ -98,12 +117,16 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
             self.runtime.logger.info("consuming from %s", self.queue.name)
 
     def on_iteration(self) -> None:
-        """Before each poll: wait (briefly) until a prefetch slot is free."""
+        """Before each poll: follow the prefetch limit, and wait (briefly) for a free slot."""
         self.last_progress = time.monotonic()
-        config = self.runtime.config
-        limit = config.effective_prefetch - config.receive_slots
+        limit = self.governor.limit()
+        if limit != self._qos:
+            self._qos = limit
+            for consumer in self._consumers:  # Kombu's QoS bounds what each receive brings
+                consumer.qos(prefetch_count=limit)
+        free_after = limit - self.runtime.config.receive_slots
         with self.capacity:
-            self.capacity.wait_for(lambda: self.should_stop or len(self.inflight) <= limit, timeout=1.0)
+            self.capacity.wait_for(lambda: self.should_stop or len(self.inflight) <= free_after, timeout=1.0)
 
     def on_consume_end(self, connection: Any, channel: Any) -> None:
         """On a stop, drain while the channel is still open.
@@ -124,6 +147,7 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
     def run(self, _tokens: int = 1, **kwargs: Any) -> None:
         """Consume until stopped, surviving errors Kombu does not count as connection errors."""
         self.heartbeat.start()
+        self.device.start()
         failures = 0
         while not self.should_stop:
             try:
@@ -143,7 +167,7 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
             time.sleep(min(0.1, seconds))
             self.last_progress = time.monotonic()
 
-    # -- receiving and dispatching ---------------------------------------
+    # -- the lanes --------------------------------------------------------
     def _on_message(self, message: Message) -> None:
         fault_point("after_receive")
         delivery = self.deliveries(message)
@@ -153,72 +177,86 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
         self.submit(delivery)
 
     def submit(self, delivery: Delivery) -> None:
-        """Start a delivery now, on the pool, or in the next micro-batch."""
+        """Hold a new delivery and queue it for preparation on the I/O lane."""
         with self.lock:
             self.inflight.add(delivery)
         METRICS.inflight(1)
-        if self.runtime.config.batch_size > 1:
-            self._add_to_batch(delivery)
-        else:
-            self._spawn([delivery])
+        self.resubmit(delivery)
 
-    def _add_to_batch(self, delivery: Delivery) -> None:
-        config = self.runtime.config
+    def resubmit(self, delivery: Delivery) -> None:
+        """Queue a held delivery (new, or back from a hold) for preparation."""
         with self.lock:
-            self._batch.append(delivery)
-            full = len(self._batch) >= config.batch_size
-            if not full and self._batch_timer is None:
-                self._batch_timer = threading.Timer(config.batch_wait_ms / 1000, self.flush_batch)
-                self._batch_timer.daemon = True
-                self._batch_timer.start()
-        if full:
-            self.flush_batch()
-
-    def flush_batch(self) -> None:
-        with self.lock:
-            batch, self._batch = self._batch, []
-            if self._batch_timer is not None:
-                self._batch_timer.cancel()
-                self._batch_timer = None
-        if batch:
-            self._spawn(batch)
-
-    def _spawn(self, deliveries: list[Delivery]) -> None:
+            self._arrivals.append(delivery)
+            self.lanes[delivery] = "arrived"
         try:
-            future = self._executor.submit(self.process, deliveries)
-        except RuntimeError:  # the pool is shutting down: these never started
-            for delivery in deliveries:
-                self._release(delivery)
-            return
-        with self.lock:
-            self._futures.add(future)
-        future.add_done_callback(self._forget)
+            self._io_lane.submit(self.prepare_arrivals)
+        except RuntimeError:  # the lane is shutting down: it never started
+            self._release_arrivals()
 
-    def _forget(self, future: Future[None]) -> None:
+    def prepare_arrivals(self) -> None:
+        """Prepare whatever has arrived (up to a batch) as one group; never raises."""
         with self.lock:
-            self._futures.discard(future)
-        if not future.cancelled() and future.exception() is not None:
-            self.runtime.logger.error("worker thread crashed: %r", future.exception())
-
-    # -- processing and settling -----------------------------------------
-    def process(self, deliveries: list[Delivery]) -> None:
-        """Run the pipeline over deliveries and settle each; never raises."""
-        with self.lock:
+            count = min(len(self._arrivals), max(self.runtime.config.batch_size, 8))
+            group = [self._arrivals.popleft() for _ in range(count)]
+            for delivery in group:
+                self.lanes[delivery] = "preparing"
             stopping = self.should_stop
-            if not stopping:
-                self._started.update(deliveries)
+        if not group:
+            return  # another I/O thread took them along with its own
         if stopping:  # prefetched but not started before the stop: give them back
-            for delivery in deliveries:
+            for delivery in group:
                 self._release(delivery)
             return
-        runs = [self._new_run(d) for d in deliveries]
+        runs = [self._new_run(d) for d in group]
+        survivors = self._advance("prepare", self.prepare_stages, runs)
+        ended = {id(run) for run in runs} - {id(run) for run in survivors}
+        self._conclude([d for d in group if id(d.run) in ended])
+        ready = [d for d in group if id(d.run) not in ended]
+        self._mark(ready, "ready")
+        if ready and not self.ready_runs.put(ready):
+            self.abandon(ready)  # the stop came while they were prepared: hand their claims back
+
+    def run_on_device(self, batch: list[Delivery]) -> None:
+        """A device thread's turn: the hooks over one micro-batch, then its finish is queued."""
+        if self.should_stop:  # the stop came while these waited ready: never start them
+            self.abandon(batch)
+            return
+        self._mark(batch, "device")
+        self._advance("device", self.device_stages, [run_of(d) for d in batch])
+        self._mark(batch, "finishing")
         try:
-            self.runtime.pipeline.run(runs)
-        except Exception as exc:  # a bug in a stage must not kill the worker
+            self._io_lane.submit(self.finish_batch, batch)
+        except RuntimeError:  # shut down after the grace: finish here rather than lose the results
+            self.finish_batch(batch)
+
+    def finish_batch(self, batch: list[Delivery]) -> None:
+        """Store, fan out and settle one device batch; never raises."""
+        self._advance("finish", self.finish_stages, [run_of(d) for d in batch])
+        self._conclude(batch)
+
+    def _advance(self, phase: str, stages: Sequence[Stage], runs: list[TaskRun]) -> list[TaskRun]:
+        """Run one phase; a bug in a stage retries the runs instead of killing the worker."""
+        started = time.perf_counter()
+        survivors: list[TaskRun] = []
+        try:
+            survivors = self.runtime.pipeline.advance(stages, runs)
+        except Exception as exc:
             self.runtime.logger.exception("pipeline crashed")
             for run in runs:
                 run.outcome = run.outcome or Outcome(Disposition.RETRY, 5.0, repr(exc), exc)
+        if runs:
+            self.governor.observe(phase, time.perf_counter() - started)
+        return survivors
+
+    def _conclude(self, deliveries: list[Delivery]) -> None:
+        """After-hooks, then settle each delivery."""
+        runs = [run_of(d) for d in deliveries]
+        try:
+            self.runtime.pipeline.conclude(runs)
+        except Exception:  # after-hooks log their own errors; this is a bug in the SDK
+            self.runtime.logger.exception("after-hooks crashed")
         for delivery, run in zip(deliveries, runs, strict=True):
+            run.outcome = run.outcome or Outcome(Disposition.RETRY, 5.0, "not concluded")
             self.settle(delivery, run)
 
     def _new_run(self, delivery: Delivery) -> TaskRun:
@@ -229,106 +267,17 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
         delivery.run = run
         return run
 
-    def settle(self, delivery: Delivery, run: TaskRun) -> None:
-        """Carry out the run's disposition: the one place a message is acked."""
-        outcome = run.outcome
-        assert outcome is not None
-        METRICS.observe_run(self.queue.name, run)
-        try:
-            if isinstance(outcome.error, BackendUnavailableError):
-                self._note_outage(outcome.error)
-                self._hold(delivery, self._hold_backoff(delivery))
-                return
-            self._note_recovery()
-            if isinstance(outcome.error, HoldMessage):
-                # Another worker holds the task: wait here, looking again with a growing backoff
-                # (the holder may finish soon) but never after its lease ends. Through SQS
-                # (ChangeMessageVisibility, redelivery) each look would raise
-                # ApproximateReceiveCount, and the redrive policy would dead-letter a healthy task.
-                self._hold(delivery, min(outcome.delay, self._hold_backoff(delivery)))
-                return
-            if outcome.disposition is Disposition.ACK:
-                fault_point("after_publish")
-                delivery.ack()
-            elif outcome.disposition is Disposition.DEAD_LETTER:
-                dlq = self.runtime.config.effective_dead_letter_queue
-                delivery.dead_letter(
-                    dlq, outcome.reason, run.task_id or getattr(outcome.error, "task_id", None)
-                )
-            elif not delivery.retry_in(outcome.delay):
-                self._hold(delivery, outcome.delay, next_attempt=True)
-                return
-        except Exception as exc:
-            run.log.error(
-                "could not %s the message (%s); it will be redelivered",
-                outcome.disposition.value,
-                describe(exc),
-            )
-        self._finish(delivery)
-
-    def _note_outage(self, error: BaseException) -> None:
-        """Log one line per outage, not one per message."""
+    def _mark(self, deliveries: list[Delivery], lane: str) -> None:
         with self.lock:
-            first = self.outage_since is None
-            if first:
-                self.outage_since = time.monotonic()
-        if first:
-            self.runtime.logger.warning(
-                "backend unavailable, holding messages and backing off: %s", describe(error)
-            )
+            for delivery in deliveries:
+                if delivery in self.inflight:
+                    self.lanes[delivery] = lane
 
-    def _note_recovery(self) -> None:
+    def lane_counts(self) -> dict[str, int]:
+        """How many held messages are in each lane (``LANES``)."""
         with self.lock:
-            since, self.outage_since = self.outage_since, None
-        if since is not None:
-            self.runtime.logger.warning("backends reachable again after %.1fs", time.monotonic() - since)
-
-    @staticmethod
-    def _hold_backoff(delivery: Delivery) -> float:
-        """A growing, jittered delay for in-process holds (outages, held tasks)."""
-        delivery.holds += 1
-        return min(MAX_OUTAGE_BACKOFF, 0.25 * 2.0**delivery.holds) * random.uniform(0.75, 1.0)
-
-    def _hold(self, delivery: Delivery, delay: float, *, next_attempt: bool = False) -> None:
-        """Keep the message (the heartbeat keeps it invisible) and run it again after ``delay``.
-
-        Only ``next_attempt`` raises the attempt number: outage and held waits are not attempts.
-        """
-        if next_attempt:
-            delivery.attempt += 1
-
-        def again() -> None:
-            with self.lock:
-                self._held.pop(delivery, None)
-            self._spawn([delivery])
-
-        timer = threading.Timer(delay, again)
-        timer.daemon = True
-        with self.lock:
-            self._held[delivery] = timer
-        timer.start()
-
-    def _release(self, delivery: Delivery) -> None:
-        try:
-            delivery.release()
-        except Exception as exc:
-            self.runtime.logger.warning(
-                "could not release a message (%s); it reappears after its visibility timeout", describe(exc)
-            )
-        self._finish(delivery, counted=False)
-
-    def _finish(self, delivery: Delivery, *, counted: bool = True) -> None:
-        with self.lock:
-            if delivery in self.inflight:
-                METRICS.inflight(-1)
-            self.inflight.discard(delivery)
-            self._started.discard(delivery)
-            self.capacity.notify_all()
-            if counted:
-                self.settled += 1
-            self.last_progress = time.monotonic()
-            if self.max_messages is not None and self.settled >= self.max_messages:
-                self.should_stop = True
+            counts = Counter(self.lanes.values())
+        return {lane: counts.get(lane, 0) for lane in LANES}
 
     # -- stopping ---------------------------------------------------------
     def shutdown(self, grace_seconds: float) -> list[Delivery]:
@@ -338,7 +287,7 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
         """
         self.should_stop = True
         unfinished = self._unfinished if self._unfinished is not None else self._drain(grace_seconds)
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._io_lane.shutdown(wait=False, cancel_futures=True)
         self.heartbeat.stop()
         close = getattr(self.deliveries, "close", None)
         if close is not None:
@@ -347,38 +296,39 @@ class Worker(ConsumerMixin):  # type: ignore[misc]
         return unfinished
 
     def _drain(self, grace_seconds: float) -> list[Delivery]:
-        """Release what has not started, wait up to the grace for what has, hand back the rest."""
+        """Release what has not reached the device, wait up to the grace for what has.
+
+        Held and not-yet-prepared messages are released; prepared ones (claimed, not
+        started) are released with their claims handed back. Those on the device or
+        finishing get the grace; what is still running after it is abandoned.
+        """
         self.should_stop = True
+        deadline = time.monotonic() + grace_seconds
         with self.lock:
-            futures = set(self._futures)
             held = dict(self._held)
             self._held.clear()
-            unstarted = [d for d in self.inflight if d not in self._started and d not in held]
         for delivery, timer in held.items():
             timer.cancel()
             self._release(delivery)
-        for delivery in unstarted:
-            self._release(delivery)
-        self.flush_batch()
-        if futures:
-            wait(futures, timeout=grace_seconds)
-        with self.lock:
+        self._release_arrivals()
+        self.abandon(self.ready_runs.close())
+        with self.capacity:
+            self.capacity.wait_for(lambda: not self.inflight, timeout=max(deadline - time.monotonic(), 0))
             unfinished = [d for d in self.inflight if not d.settled]
         self.abandon(unfinished)
         self._unfinished = unfinished
         return unfinished
 
-    def abandon(self, deliveries: list[Delivery]) -> None:
-        """After the grace period: release running messages and hand their tasks back."""
-        for delivery in deliveries:
-            if delivery.settled:
-                continue
-            run = delivery.run
-            if run is not None and run.claim is not None and run.task_id:
-                try:
-                    self.runtime.state.retry_later(
-                        run.task_id, error="interrupted by worker shutdown", worker_id=run.holder
-                    )
-                except Exception as exc:
-                    self.runtime.logger.warning("could not hand back %s: %s", run.task_id, describe(exc))
+    def _release_arrivals(self) -> None:
+        with self.lock:
+            waiting = list(self._arrivals)
+            self._arrivals.clear()
+        for delivery in waiting:
             self._release(delivery)
+
+
+def run_of(delivery: Delivery) -> TaskRun:
+    """The pipeline run the consumer attached to a delivery (``Delivery.run`` is typed loosely)."""
+    run = delivery.run
+    assert isinstance(run, TaskRun)
+    return run

@@ -12,10 +12,11 @@ import importlib
 import os
 import socket
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
+from kombu_worker_sdk.concurrency import HookGate, IOPool
 from kombu_worker_sdk.config import StageSpec, WorkerConfig
 from kombu_worker_sdk.context import Context
 from kombu_worker_sdk.errors import ConfigError, HooksError
@@ -45,6 +46,14 @@ class Runtime:
     worker_id: str
     logger: TaskLogger
     context: Context
+    #: Runs one micro-batch's storage requests at once (see ``concurrency.IOPool``).
+    io: IOPool = field(init=False)
+    #: Keeps user hooks to ``concurrency`` threads, whichever lane calls them.
+    hook_gate: HookGate = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.io = IOPool(self.config.batch_io_threads)
+        self.hook_gate = HookGate(self.config.concurrency)
 
     @property
     def hooks_version(self) -> str:
@@ -56,6 +65,7 @@ class Runtime:
         self.pipeline.setup(self)
 
     def close(self) -> None:
+        self.io.close()
         self.publisher.close()
         self.state.close()
 

@@ -6,6 +6,7 @@ import threading
 from typing import Any
 
 from kombu_worker_sdk import PermanentError, task_prerun
+from kombu_worker_sdk.observability.metrics import METRICS
 from tests.conftest import wait_for
 from tests.sample_hooks import StepHooks, split_message
 
@@ -55,23 +56,52 @@ def test_batched_fan_out_publishes_every_child_once(make_worker: Any) -> None:
         assert job is not None and (job.status, job.total, job.done) == ("DONE", 5, 5)
 
 
-def test_prefetch_never_exceeds_what_the_worker_can_start(make_worker: Any) -> None:
-    samples: list[int] = []
-    running: Any = None
+def _held_at_each_hook_call(running_box: list[Any], run: Any) -> list[tuple[int, int]]:
+    """(messages held, prefetch limit) each time a hook starts, while ``run()`` goes on."""
+    samples: list[tuple[int, int]] = []
 
     def sample(sender: Any = None, **kwargs: Any) -> None:
-        if running is not None:
-            samples.append(len(running.worker.inflight))
+        if running_box:
+            worker = running_box[0].worker
+            samples.append((len(worker.inflight), worker.governor.limit()))
 
     task_prerun.connect(sample)
     try:
-        running = make_worker(concurrency=3)
-        running.send(*[leaf(f"c{i}", sleep=0.05) for i in range(24)])
-        wait_for(lambda: all(running.status(f"c{i}-split") == "DONE" for i in range(24)))
+        run()
     finally:
         task_prerun.disconnect(sample)
-    assert samples and max(samples) <= 3, samples
-    assert max(samples) > 1, "three threads should overlap"
+    return samples
+
+
+def test_a_fixed_prefetch_is_never_exceeded(make_worker: Any) -> None:
+    box: list[Any] = []
+
+    def run() -> None:
+        box.append(make_worker(concurrency=3, prefetch=3))
+        box[0].send(*[leaf(f"c{i}", sleep=0.05) for i in range(24)])
+        wait_for(lambda: all(box[0].status(f"c{i}-split") == "DONE" for i in range(24)))
+
+    samples = _held_at_each_hook_call(box, run)
+    assert samples and max(held for held, _ in samples) <= 3, samples
+    assert {limit for _, limit in samples} == {3}
+    assert max(held for held, _ in samples) > 1, "three threads should overlap"
+
+
+def test_prefetch_grows_to_feed_the_device_but_stays_under_its_ceiling(make_worker: Any) -> None:
+    box: list[Any] = []
+
+    def run() -> None:
+        box.append(make_worker(concurrency=1))
+        box[0].send(*[leaf(f"g{i}", sleep=0.02) for i in range(40)])
+        wait_for(lambda: all(box[0].status(f"g{i}-split") == "DONE" for i in range(40)))
+
+    samples = _held_at_each_hook_call(box, run)
+    config = box[0].runtime.config
+    assert max(held for held, _ in samples) <= config.effective_prefetch_max, samples
+    assert max(held for held, _ in samples) > config.effective_prefetch, "it grew past one batch"
+    exposition = METRICS.exposition().decode()
+    assert 'kombu_worker_messages_held{lane="device"}' in exposition
+    assert "kombu_worker_prefetch_limit" in exposition
 
 
 def test_trace_id_starts_at_the_root_and_travels_to_every_child() -> None:

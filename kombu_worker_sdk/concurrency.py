@@ -1,0 +1,76 @@
+"""Two small tools the lanes share: a pool for one batch's I/O, and a gate on user hooks.
+
+:class:`IOPool` runs one call per message of a micro-batch at once (the idempotency
+check, the input read, the result writes), so a batch of 32 waits for one storage
+round trip, not 32. It is separate from the I/O lane's own pool: a phase waiting on
+its sub-calls must never wait behind other phases for a thread.
+
+:class:`HookGate` is the thread-safety contract: user hooks (``process``,
+``process_batch``, ``publish_next``) are never entered by more threads at once than
+``concurrency``. With the lanes, ``publish_next`` runs on the I/O lane while the next
+batch runs on the device; the gate keeps a hooks class written for one thread safe.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class IOPool:
+    """Map a blocking call over items concurrently; results and errors keep their positions."""
+
+    def __init__(self, max_workers: int, name: str = "kombu-worker-io"):
+        self.max_workers = max_workers
+        self._name = name
+        self._executor: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R | Exception]:
+        """``fn(item)`` for every item; one item runs inline (no thread hand-off)."""
+        if len(items) <= 1 or self.max_workers <= 1:
+            return [_capture(fn, item) for item in items]
+        futures = [self._pool().submit(_capture, fn, item) for item in items]
+        return [future.result() for future in futures]
+
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(self.max_workers, self._name)
+            return self._executor
+
+    def close(self) -> None:
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _capture(fn: Callable[[T], R], item: T) -> R | Exception:
+    try:
+        return fn(item)
+    except Exception as exc:
+        return exc
+
+
+class HookGate:
+    """At most ``concurrency`` threads inside user hooks at once."""
+
+    def __init__(self, concurrency: int):
+        self._slots = threading.BoundedSemaphore(max(concurrency, 1))
+
+    @contextmanager
+    def entered(self) -> Iterator[None]:
+        with self._slots:
+            yield
+
+
+def errors_by_position(results: Sequence[object]) -> dict[int, BaseException]:
+    """The ``process_batch`` error map from :meth:`IOPool.map`'s results."""
+    return {i: result for i, result in enumerate(results) if isinstance(result, BaseException)}

@@ -1,0 +1,93 @@
+"""The device lane: ``concurrency`` threads that run the hooks on batches formed from ready runs.
+
+Runs reach the :class:`ReadyQueue` already validated and claimed (the I/O lane prepared
+them). A device thread takes its next micro-batch as Triton's dynamic batcher does: as
+many ready runs as there are, up to ``batch_size``, waiting for more only until the
+oldest has waited ``batch_wait_ms``. With a backlog the queue is never empty when the
+device frees up, so batch N+1 starts the moment batch N ends.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+from kombu_worker_sdk.transport.delivery import Delivery
+
+
+class ReadyQueue:
+    """Prepared deliveries waiting for the device, oldest first; closed at shutdown."""
+
+    def __init__(self, batch_size: int, batch_wait_seconds: float):
+        self.batch_size = batch_size
+        self.batch_wait = batch_wait_seconds
+        self._items: deque[tuple[float, Delivery]] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, deliveries: list[Delivery]) -> bool:
+        """Queue deliveries for the device; False (nothing queued) once closed."""
+        now = time.monotonic()
+        with self._cond:
+            if self._closed:
+                return False
+            self._items.extend((now, d) for d in deliveries)
+            self._cond.notify_all()
+        return True
+
+    def take(self) -> list[Delivery]:
+        """Block for the next micro-batch; an empty list means the queue is closed."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._items or self._closed)
+            if self._closed:
+                return []
+            deadline = self._items[0][0] + self.batch_wait
+            while len(self._items) < self.batch_size and not self._closed:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._cond.wait(left):
+                    break
+            if self._closed:
+                return []
+            count = min(self.batch_size, len(self._items))
+            return [self._items.popleft()[1] for _ in range(count)]
+
+    def close(self) -> list[Delivery]:
+        """Refuse new runs, wake every device thread, and return what never started."""
+        with self._cond:
+            self._closed = True
+            left = [d for _, d in self._items]
+            self._items.clear()
+            self._cond.notify_all()
+        return left
+
+
+class DeviceLane:
+    """``threads`` daemon threads, each taking a batch and handing it to ``run_batch``."""
+
+    def __init__(self, threads: int, ready: ReadyQueue, run_batch: Callable[[list[Delivery]], None]):
+        self.ready = ready
+        self._run_batch = run_batch
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"kombu-worker-device-{i}", daemon=True)
+            for i in range(threads)
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            if not thread.is_alive():
+                thread.start()
+
+    def _loop(self) -> None:
+        while batch := self.ready.take():
+            self._run_batch(batch)
+
+    def join(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(max(deadline - time.monotonic(), 0))
