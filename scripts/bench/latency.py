@@ -130,7 +130,7 @@ def latency_transport(sqs_s: float, counter: OpCounter) -> type:
                 counter.add("ReceiveMessage")
                 time.sleep(sqs_s)
                 room = self.qos.can_consume_max_estimate() if self.qos is not None else None
-                for _ in range(min(RECEIVE_MAX, room or RECEIVE_MAX)):
+                for _ in range(RECEIVE_MAX if room is None else min(RECEIVE_MAX, max(room, 1))):
                     try:
                         buffered.append(self._queue_for(queue).get(block=False))
                     except Empty:

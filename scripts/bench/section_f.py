@@ -143,6 +143,8 @@ def run_celery(s: Settings, pool: str, concurrency: int) -> Result:
             queue,
             broker_transport=world.transport,
             broker_transport_options={"polling_interval": 0.01},
+            # as on SQS, which has no fanout: no pidbox queue polled (and charged) beside the work
+            worker_enable_remote_control=False,
         )
         clock = Clock(n)
 
