@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from kombu_worker_sdk.logs import TaskLogger
 from kombu_worker_sdk.storage import ScopedStorage, Storage
+from kombu_worker_sdk.storage.prefetched import InputCache
 
 if TYPE_CHECKING:
     from kombu_worker_sdk.config import WorkerConfig
@@ -44,9 +45,13 @@ class Context:
         db: StateStore,
         logger: TaskLogger,
         worker_id: str,
+        cache: InputCache | None = None,
     ) -> Context:
-        """The context of ``load_pipeline``: no message, so every write is refused."""
-        return cls(config, ScopedStorage(storage, None), sqs, db, logger, worker_id)
+        """The context of ``load_pipeline``: no message, so every write is refused.
+
+        ``cache`` holds prefetched inputs; every message's context shares it.
+        """
+        return cls(config, ScopedStorage(storage, None, cache), sqs, db, logger, worker_id)
 
     def for_message(self, msg: TaskMessage, attempt: int | None = None) -> Context:
         """A copy bound to ``msg``: storage scoped to its output_prefix, logger to its ids."""
@@ -56,7 +61,7 @@ class Context:
         )
         return replace(
             self,
-            storage=ScopedStorage(self.storage.backend, msg.output_prefix),
+            storage=ScopedStorage(self.storage.backend, msg.output_prefix, self.storage.cache),
             logger=logger,
             message=msg,
             attempt=attempt,

@@ -78,7 +78,7 @@ PERMANENT_ERRORS = (
     MessageTooLargeError,
 )
 
-CORE_ORDER = ("validate", "idempotency", "claim", "hooks", "store", "fanout")
+CORE_ORDER = ("validate", "idempotency", "claim", "prefetch", "hooks", "store", "fanout")
 #: Custom stages go before hooks, between hooks and store, or after fanout; these
 #: slots would split the idempotency check from the claim, or the result write
 #: from the DB commit that must follow it.

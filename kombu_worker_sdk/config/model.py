@@ -205,14 +205,14 @@ class WorkerConfig(BaseModel):
 
     @property
     def effective_prefetch(self) -> int:
-        """The starting prefetch: what the device can run now, plus one receive's buffer.
+        """The starting prefetch: a batch per device thread running and one being prepared.
 
         ``receive_batch_size`` (opt-in, for short steps) adds a local buffer of that
         many, so every ReceiveMessage can bring a full batch while the pool stays busy.
         With ``prefetch`` unset, the worker grows it towards :attr:`effective_prefetch_max`
         as far as keeping the device fed needs (``worker.prefetch.PrefetchGovernor``).
         """
-        return self.prefetch or self.device_slots + (self.receive_batch_size or 0)
+        return self.prefetch or 2 * self.device_slots + (self.receive_batch_size or 0)
 
     @property
     def effective_prefetch_max(self) -> int:

@@ -7,6 +7,7 @@ from kombu_worker_sdk.stages.claim import ClaimStage
 from kombu_worker_sdk.stages.fanout import FanoutStage
 from kombu_worker_sdk.stages.hooks import HooksStage
 from kombu_worker_sdk.stages.idempotency import IdempotencyStage
+from kombu_worker_sdk.stages.prefetch import InputPrefetchStage
 from kombu_worker_sdk.stages.store import StoreStage
 from kombu_worker_sdk.stages.validate import ValidateStage
 
@@ -15,6 +16,7 @@ __all__ = [
     "FanoutStage",
     "HooksStage",
     "IdempotencyStage",
+    "InputPrefetchStage",
     "StoreStage",
     "ValidateStage",
     "default_pipeline",
@@ -22,12 +24,13 @@ __all__ = [
 
 
 def default_pipeline() -> Pipeline:
-    """validate → idempotency → claim → hooks → store → fanout."""
+    """validate → idempotency → claim → prefetch → hooks → store → fanout."""
     return Pipeline(
         [
             ValidateStage(),
             IdempotencyStage(),
             ClaimStage(),
+            InputPrefetchStage(),
             HooksStage(),
             StoreStage(),
             FanoutStage(),

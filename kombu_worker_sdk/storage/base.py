@@ -19,8 +19,11 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import unquote, urlsplit
+
+if TYPE_CHECKING:
+    from kombu_worker_sdk.storage.prefetched import InputCache
 
 from kombu_worker_sdk.errors import (
     LocalInputViolation,
@@ -106,8 +109,9 @@ class Storage(ABC):
 class ScopedStorage:
     """``ctx.storage``: reads anywhere allowed, writes only under one ``output_prefix``."""
 
-    def __init__(self, backend: Storage, output_prefix: str | None):
+    def __init__(self, backend: Storage, output_prefix: str | None, cache: InputCache | None = None):
         self.backend = backend
+        self.cache = cache  # inputs the prefetch stage read ahead (served after the guard)
         if output_prefix is not None and not output_prefix.endswith("/"):
             output_prefix += "/"
         self.output_prefix = output_prefix
@@ -115,7 +119,8 @@ class ScopedStorage:
 
     def read(self, uri: str) -> bytes:
         self.backend.check_readable(uri)
-        return self.backend.read(uri)
+        cached = self.cache.get(uri) if self.cache is not None else None
+        return cached if cached is not None else self.backend.read(uri)
 
     def open(self, uri: str) -> BinaryIO:
         self.backend.check_readable(uri)

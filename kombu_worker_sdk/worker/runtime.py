@@ -26,10 +26,13 @@ from kombu_worker_sdk.pipeline import Pipeline, Stage
 from kombu_worker_sdk.signals import worker_init
 from kombu_worker_sdk.state import StateStore, open_state
 from kombu_worker_sdk.storage import Storage, open_storage
+from kombu_worker_sdk.storage.prefetched import InputCache
 from kombu_worker_sdk.transport import default_publisher
 from kombu_worker_sdk.transport.publish import Publisher
 
 STAGE_ENTRY_POINT_GROUP = "kombu_worker_sdk.stages"
+#: Prefetched inputs held at once are bounded to this many of the largest allowed.
+PREFETCH_BUDGET_INPUTS = 8
 
 
 @dataclass
@@ -100,8 +103,15 @@ def build_runtime(
     add_entry_point_stages(pipeline)
     worker_id = config.worker_id or new_worker_id()
     logger = get_logger(worker_id=worker_id)
+    cache = InputCache(PREFETCH_BUDGET_INPUTS * config.prefetch_input_max_bytes)
     context = Context.for_worker(
-        config=config, storage=storage, sqs=publisher, db=state, logger=logger, worker_id=worker_id
+        config=config,
+        storage=storage,
+        sqs=publisher,
+        db=state,
+        logger=logger,
+        worker_id=worker_id,
+        cache=cache,
     )
     return Runtime(
         config, hooks_obj, hooks_path, storage, state, publisher, pipeline, worker_id, logger, context

@@ -42,7 +42,7 @@ def test_json_result_and_metrics_with_sdk_figures() -> None:
     metrics = result.read_json("metrics.json")
     assert metrics["latency_ms"] == 1
     sdk = metrics["sdk"]
-    assert set(sdk["stage_seconds"]) == {"validate", "idempotency", "claim", "hooks"}
+    assert set(sdk["stage_seconds"]) == {"validate", "idempotency", "claim", "prefetch", "hooks"}
     assert sdk["attempt"] == 1 and sdk["worker_id"] == "test"
     assert sdk["sdk_version"] == "0.1.0" and sdk["hooks_version"] == "test-1"
     assert result.storage.content_types["s3://bucket/jobs/b1/split/result.json"] == "application/json"

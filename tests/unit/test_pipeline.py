@@ -46,7 +46,15 @@ class AuditStage(Stage):
 
 
 def test_default_order() -> None:
-    assert default_pipeline().names() == ["validate", "idempotency", "claim", "hooks", "store", "fanout"]
+    assert default_pipeline().names() == [
+        "validate",
+        "idempotency",
+        "claim",
+        "prefetch",
+        "hooks",
+        "store",
+        "fanout",
+    ]
 
 
 def test_add_before_and_after_by_name_and_class() -> None:
@@ -60,6 +68,7 @@ def test_add_before_and_after_by_name_and_class() -> None:
         "validate",
         "idempotency",
         "claim",
+        "prefetch",
         "audit",
         "hooks",
         "audit",
@@ -107,7 +116,7 @@ def test_custom_stage_from_yaml_config(tmp_path: Path) -> None:
     config = load_config(config_dir=tmp_path, env={})
     pipeline = default_pipeline()
     add_configured_stages(pipeline, config.stages)
-    assert pipeline.names()[4] == "audit"
+    assert pipeline.names()[5] == "audit"
     runner = LocalRunner(StepHooks(), config.model_copy(update={"next_queue": "next"}))
     runner.run(split_message("y1", parts=1))
     assert CALLS[:2] == ["yaml:process:True", "yaml:success"]
@@ -128,7 +137,16 @@ def test_custom_stage_from_an_entry_point(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.syspath_prepend(str(tmp_path))
     pipeline = default_pipeline()
     add_entry_point_stages(pipeline)
-    assert pipeline.names() == ["validate", "idempotency", "claim", "hooks", "audit", "store", "fanout"]
+    assert pipeline.names() == [
+        "validate",
+        "idempotency",
+        "claim",
+        "prefetch",
+        "hooks",
+        "audit",
+        "store",
+        "fanout",
+    ]
     CALLS.clear()
     runner = LocalRunner(StepHooks())  # build_runtime loads entry points too
     assert "audit" in runner.runtime.pipeline.names()
