@@ -193,7 +193,7 @@ def run(s: Settings, out_dir: Path) -> Result:
         from .section_f_moto import run_over_moto
 
         result["moto"] = run_over_moto(s, device_hooks, World)
-    print(summary(result), flush=True)
+    log.info(summary(result))  # the parent prints it again as its last line
     return result
 
 

@@ -115,6 +115,7 @@ def test_device_duty_section_reports_every_consumer_and_prints_the_duty_line_las
     # the same per-message work on both sides: an idempotency check, an input read, two writes
     for name in ("kombu_worker_b1", "celery_solo"):
         requests = f["runs"][name]["storage_requests"]
-        assert requests["find_result"] == 8 and requests["read"] == 8 and requests["put"] == 16, name
+        inputs = requests.get("read", 0) + requests.get("open", 0)  # the SDK may prefetch by streaming
+        assert requests["find_result"] == 8 and inputs == 8 and requests["put"] == 16, name
     assert f["runs"]["kombu_worker_b8"]["mean_batch"] > 1  # micro-batches reached the device
     assert f["moto"]["s3_requests"] and f["moto"]["sqs_requests"]  # the real clients, through the proxies
