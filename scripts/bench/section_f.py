@@ -252,7 +252,7 @@ def draw(ax: Any, f: Result | None) -> None:
         ax.set_ylabel("device duty % (msg/s on the bars)")
         ax.legend(fontsize=8)
         ax.tick_params(axis="x", labelsize=7)
-    ax.set_title("(f) device duty: 20 ms + 2 ms/item, 30 ms storage, 2 ms state")
+    ax.set_title("(f) device duty, 20 ms + 2 ms/item, injected I/O latency")
 
 
 SECTION = Section("f", "device duty cycle (injected latencies)", run, rows, draw, TARGETS, summary)
