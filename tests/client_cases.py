@@ -22,12 +22,12 @@ StartWorker = Callable[[], object]
 WAIT = 120  # a deadline for the job, not a measurement
 
 
-def split(prefix: str, parts: int = 2, **params: Any) -> dict[str, Any]:
-    """A split task without ids: the client generates them."""
+def split(prefix: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A two-part split task without ids: the client generates them."""
     return {
         "input_uri": f"{prefix}in.txt",
         "output_prefix": f"{prefix}jobs/split/",
-        "params": {"step": "split", "parts": parts, **params},
+        "params": {"step": "split", "parts": 2, **(extra or {})},
     }
 
 
@@ -87,7 +87,7 @@ def cancel_queued_then_start_a_worker(
     """Cancel before any worker runs: the queued copies are acked, their hooks never called."""
     markers.mkdir()
     msgs = [
-        {**split(prefix, marker_dir=str(markers)), "job_id": "cx", "output_prefix": f"{prefix}cx/{i}/"}
+        {**split(prefix, {"marker_dir": str(markers)}), "job_id": "cx", "output_prefix": f"{prefix}cx/{i}/"}
         for i in range(2)
     ]
     job = client.submit(None, msgs)
@@ -113,7 +113,7 @@ def cancel_while_running_skips_later_children(
     started.mkdir()
     markers.mkdir()
     params = {"started_dir": str(started), "marker_dir": str(markers), "gate": str(gate)}
-    job = client.submit(None, {**split(prefix, **params), "job_id": "cr"})
+    job = client.submit(None, {**split(prefix, params), "job_id": "cr"})
     start_worker()
     wait_for(lambda: list(started.iterdir()), timeout=WAIT, interval=0.05)
     assert job.cancel() == 0  # the one task is running, none is PENDING
