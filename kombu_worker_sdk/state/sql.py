@@ -36,7 +36,7 @@ TASK_COLUMNS = (
     "task_id, job_id, parent_task_id, status, attempts, error, content_hash, queue, worker_id, updated_at"
 )
 _JOB_STATUS_SQL = (
-    f"status = CASE {KEEP_CANCELLED_SQL}WHEN failed + %s > 0 THEN 'FAILED' "
+    "status = CASE " + KEEP_CANCELLED_SQL + "WHEN failed + %s > 0 THEN 'FAILED' "
     "WHEN done + %s >= total + %s THEN 'DONE' ELSE 'RUNNING' END"
 )
 MAX_ERROR_CHARS = 4000
@@ -107,8 +107,10 @@ class SqlStateStore(CancelQueries, MonitorQueries, StateStore):
     ) -> Claim:
         row = self._run(
             cur,
-            f"SELECT status, content_hash, lease_until, attempts, job_id, worker_id, {JOB_STATUS_OF_TASK} "
-            "FROM kw_tasks WHERE task_id = %s" + self.lock_suffix,
+            "SELECT status, content_hash, lease_until, attempts, job_id, worker_id, "
+            + JOB_STATUS_OF_TASK
+            + " FROM kw_tasks WHERE task_id = %s"
+            + self.lock_suffix,
             (task_id,),
         ).fetchone()
         status, stored_hash, lease_until, attempts, job_id, holder, job_status = row
