@@ -179,10 +179,12 @@ class Client:
 
 def build_messages(messages: MessageLike | Iterable[MessageLike]) -> list[TaskMessage]:
     """Validated task messages of one job, with the ids that were left out filled in."""
+    if isinstance(messages, str | bytes):  # iterable, but never a list of messages
+        raise InvalidMessageError("submit takes a dict, a TaskMessage or a list of them, not text")
     items = [messages] if isinstance(messages, TaskMessage | Mapping) else list(messages)
     if not items:
         raise InvalidMessageError("submit needs at least one message")
-    bodies = [item.to_body() if isinstance(item, TaskMessage) else dict(item) for item in items]
+    bodies = [_body(item) for item in items]
     jobs = {body["job_id"] for body in bodies if body.get("job_id") is not None}
     if len(jobs) > 1:
         raise InvalidMessageError(f"one submit is one job, but the messages name {len(jobs)} jobs")
@@ -199,3 +201,11 @@ def build_messages(messages: MessageLike | Iterable[MessageLike]) -> list[TaskMe
             )
         seen.add(msg.task_id)
     return msgs
+
+
+def _body(item: object) -> dict[str, Any]:
+    if isinstance(item, TaskMessage):
+        return item.to_body()
+    if isinstance(item, Mapping):
+        return dict(item)
+    raise InvalidMessageError(f"each message must be a dict or a TaskMessage, got {type(item).__name__}")

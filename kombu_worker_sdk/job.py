@@ -101,6 +101,7 @@ class Job:
         A JSON result (``result.json``) is returned parsed; a binary one (``result.png``,
         ``result.npy``...) as its URI, to fetch when needed. Names follow the store stage.
         """
+        self.record()  # an unknown id is JobNotFoundError, not an empty dict
         state, storage = self.client.state(write=False), self.client.storage()
         found: dict[str, Any] = {}
         for task_id, prefix in _done_prefixes(state, self.job_id):
@@ -117,6 +118,7 @@ class Job:
         the job ends CANCELLED. Returns how many tasks were cancelled now; a DONE job
         stays DONE (0).
         """
+        self.record()  # JobNotFoundError from a read: an unknown id creates no state
         return self.client.state(write=True).cancel_job(self.job_id)
 
     def _failure(self, job: JobRecord) -> JobFailedError:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from kombu_worker_sdk.errors import StateError
+from kombu_worker_sdk.errors import JobNotFoundError
 from kombu_worker_sdk.state.base import JobStatus, TaskStatus
 from kombu_worker_sdk.state.dbapi import Cursor
 
@@ -50,7 +50,7 @@ class CancelQueries:
                 cur, "SELECT status FROM kw_jobs WHERE job_id = %s" + self.lock_suffix, (job_id,)
             ).fetchone()
             if row is None:
-                raise StateError(f"no job {job_id!r} to cancel")
+                raise JobNotFoundError(f"no job {job_id!r} to cancel")
             if row[0] == JobStatus.DONE:
                 return 0
             now = time.time()

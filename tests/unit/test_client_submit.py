@@ -65,6 +65,8 @@ def test_given_ids_are_kept_and_a_resubmit_adds_nothing(client: Client) -> None:
         ([{**BODY, "job_id": "d", "task_id": "t"}] * 2, "appears twice"),
         ([], "at least one message"),
         ({**BODY, "job_id": "x", "input_uri": "http://evil/"}, "invalid task message"),
+        ('{"job_id": "x"}', "not text"),
+        ([dict(BODY), 42], "got int"),
     ],
 )
 def test_bad_submits_are_refused_before_anything_is_registered(
@@ -96,9 +98,19 @@ def test_wait_times_out_while_no_worker_runs(client: Client) -> None:
 
 
 def test_reading_from_an_empty_folder_creates_nothing(config: WorkerConfig) -> None:
-    with Client(config) as client, pytest.raises(StateError, match="no SQLite state database"):
-        client.job("any").status()
+    with Client(config) as client:
+        for call in (client.job("any").status, client.job("any").cancel, client.job("any").results):
+            with pytest.raises(StateError, match="no SQLite state database"):
+                call()
     assert not config.data_dir.exists()
+
+
+def test_an_unknown_job_is_a_named_error(client: Client) -> None:
+    client.submit(None, {**BODY, "job_id": "known"})
+    nope = client.job("nope")
+    for call in (nope.status, nope.tasks, nope.results, nope.cancel, nope.wait):
+        with pytest.raises(JobNotFoundError, match="no job 'nope'"):
+            call()
 
 
 def test_cancel_through_the_client_then_a_second_client_sees_it(client: Client, config: WorkerConfig) -> None:
