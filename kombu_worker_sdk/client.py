@@ -83,20 +83,23 @@ class Client:
         """A handle on a job already submitted (by this client, the CLI or any producer)."""
         return Job(self, job_id)
 
-    def read_job(self, job_id: str) -> tuple[JobRecord, list[TaskRecord]]:
-        """The job and its tasks, read without creating a file or a schema.
+    def read_job(self, job_id: str, *, tasks: bool = True) -> tuple[JobRecord, list[TaskRecord]]:
+        """The job and (unless ``tasks`` is False) its tasks, read without creating a file or a schema.
 
         A reader run from the wrong folder must not leave an empty state.db behind
         that later looks like a real, empty state: every miss names where it looked.
         """
         state = self.state(write=False)
         where = mask_url(self.config.effective_db_dsn)
-        if state.schema_version() == 0:
-            raise StateError(f"the state database {where} has no tables")
-        job = state.get_job(job_id)
+        try:
+            job = state.get_job(job_id)
+        except StateError:
+            if state.schema_version() == 0:  # asked only on a miss: a poll costs one query
+                raise StateError(f"the state database {where} has no tables") from None
+            raise
         if job is None:
             raise JobNotFoundError(f"no job {job_id!r} in {where}")
-        return job, state.job_tasks(job_id)
+        return job, state.job_tasks(job_id) if tasks else []
 
     def state(self, *, write: bool) -> StateStore:
         """The state store: read-only (an SQLite file must already exist) until a write needs it."""

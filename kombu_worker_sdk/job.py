@@ -35,7 +35,7 @@ class JobBackend(Protocol):
 
     def storage(self) -> Storage: ...
 
-    def read_job(self, job_id: str) -> tuple[JobRecord, list[TaskRecord]]: ...
+    def read_job(self, job_id: str, *, tasks: bool = True) -> tuple[JobRecord, list[TaskRecord]]: ...
 
 
 class Job:
@@ -49,8 +49,8 @@ class Job:
         return f"Job({self.job_id!r})"
 
     def record(self) -> JobRecord:
-        """The job row: status and its total/done/failed counts."""
-        return self.client.read_job(self.job_id)[0]
+        """The job row: status and its total/done/failed counts (one query: what ``wait`` polls)."""
+        return self.client.read_job(self.job_id, tasks=False)[0]
 
     def status(self) -> JobStatus:
         return self.record().status
