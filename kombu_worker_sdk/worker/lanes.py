@@ -91,3 +91,59 @@ class DeviceLane:
         for thread in self._threads:
             if thread.is_alive():
                 thread.join(max(deadline - time.monotonic(), 0))
+
+
+class PhaseLane:
+    """``threads`` threads that take queued deliveries in groups of up to ``group_max``.
+
+    The I/O lane's two halves (prepare, finish) are each one of these. A push wakes one
+    idle thread; a thread that leaves work behind wakes the next. Under load, work that
+    queued while every thread was busy goes as one group: one state transaction, and the
+    group's storage requests made at once (``concurrency.IOPool``).
+    """
+
+    def __init__(self, name: str, threads: int, group_max: int, run_group: Callable[[list[Delivery]], None]):
+        self.group_max = group_max
+        self._run_group = run_group
+        self._items: deque[Delivery] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"kombu-worker-{name}-{i}", daemon=True)
+            for i in range(threads)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def push(self, deliveries: list[Delivery]) -> bool:
+        """Queue deliveries; False (nothing queued) once closed."""
+        with self._cond:
+            if self._closed:
+                return False
+            self._items.extend(deliveries)
+            self._cond.notify()
+        return True
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._items or self._closed)
+                if self._closed:
+                    return
+                count = min(self.group_max, len(self._items))
+                group = [self._items.popleft() for _ in range(count)]
+                if self._items:
+                    self._cond.notify()
+            self._run_group(group)
+
+    def close(self) -> list[Delivery]:
+        """Stop taking work; returns what was queued and never taken."""
+        with self._cond:
+            self._closed = True
+            left = list(self._items)
+            self._items.clear()
+            self._cond.notify_all()
+        return left
