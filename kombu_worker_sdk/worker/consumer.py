@@ -35,7 +35,7 @@ from kombu_worker_sdk.transport.embedded import EmbeddedDelivery
 from kombu_worker_sdk.transport.names import queue_name
 from kombu_worker_sdk.worker.faults import fault_point
 from kombu_worker_sdk.worker.heartbeat import Heartbeat
-from kombu_worker_sdk.worker.lanes import DeviceLane, PhaseLane, ReadyQueue
+from kombu_worker_sdk.worker.lanes import CpuMeter, DeviceLane, PhaseLane, ReadyQueue
 from kombu_worker_sdk.worker.prefetch import PrefetchGovernor
 from kombu_worker_sdk.worker.runtime import Runtime
 from kombu_worker_sdk.worker.settling import MAX_OUTAGE_BACKOFF, Settling
@@ -87,8 +87,9 @@ class Worker(Settling, ConsumerMixin):  # type: ignore[misc]
         # Hooks never run on the consuming thread, even at concurrency 1: it must stay free
         # to notice a stop and enforce the shutdown grace while a long step runs.
         threads, group = config.effective_io_concurrency, max(config.batch_size, MIN_GROUP)
-        self.preparing = PhaseLane("prepare", threads, group, self.prepare_group)
-        self.finishing = PhaseLane("finish", threads, group, self.finish_batch)
+        cpu = CpuMeter()
+        self.preparing = PhaseLane("prepare", threads, group, self.prepare_group, cpu)
+        self.finishing = PhaseLane("finish", threads, group, self.finish_batch, cpu)
         self.ready_runs = ReadyQueue(config.batch_size, config.batch_wait_ms / 1000)
         self.device = DeviceLane(config.concurrency, self.ready_runs, self.run_on_device)
         self.heartbeat = Heartbeat(self, config)
