@@ -17,6 +17,11 @@ catch the whole family in one clause. The tree::
     ├── StorageError                 a read or write failed for a reason other than safety
     │   └── ObjectNotFoundError
     ├── StateError                   the task/job store refused an operation
+    │   └── JobNotFoundError         the client asked about a job the store does not hold
+    ├── JobError                     a job the client waits on did not end DONE
+    │   ├── JobFailedError           a task FAILED: carries its task_id and error
+    │   ├── JobCancelledError        the job was cancelled
+    │   └── JobTimeoutError          still running when ``wait(timeout=...)`` ran out
     ├── PublishError                 fan-out could not be sent
     │   └── MessageTooLargeError     a child exceeds the queue's size limit
     ├── HookError                    a user hook raised (transient: retried)
@@ -101,6 +106,35 @@ class ObjectNotFoundError(StorageError):
 
 class StateError(WorkerSDKError):
     """The task/job state store refused an operation."""
+
+
+class JobNotFoundError(StateError):
+    """The state store holds no job by that id (wrong folder or DB_DSN, or never submitted)."""
+
+
+class JobError(WorkerSDKError):
+    """A job the client waited on did not end DONE; ``job_id`` names it."""
+
+    def __init__(self, message: str, *, job_id: str):
+        super().__init__(message)
+        self.job_id = job_id
+
+
+class JobFailedError(JobError):
+    """A task of the job FAILED for good: ``task_id`` and ``error`` are the task's own record."""
+
+    def __init__(self, message: str, *, job_id: str, task_id: str | None, error: str | None):
+        super().__init__(message, job_id=job_id)
+        self.task_id = task_id
+        self.error = error
+
+
+class JobCancelledError(JobError):
+    """The job was cancelled (``job.cancel()``): it will never be DONE."""
+
+
+class JobTimeoutError(JobError, TimeoutError):
+    """The job was still running when the wait ran out; it goes on running."""
 
 
 class PublishError(WorkerSDKError):

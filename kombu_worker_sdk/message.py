@@ -14,7 +14,7 @@ import re
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from kombu_worker_sdk.decoding import ID_PATTERN, JSON_CONTENT_TYPES, decode_body, readable_id
 from kombu_worker_sdk.errors import InvalidMessageError, UnsafeURIError
@@ -71,6 +71,7 @@ class TaskMessage(BaseModel):
     output_prefix: str = Field(max_length=1024)
     params: dict[str, Any] = Field(default_factory=dict)
     trace_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9\-]{1,64}$")
+    _content_hash: str | None = PrivateAttr(default=None)
 
     @field_validator("input_uri")
     @classmethod
@@ -107,10 +108,16 @@ class TaskMessage(BaseModel):
         return self.model_dump(exclude_none=True)
 
     def content_hash(self) -> str:
-        """A digest of the contract fields, to catch a task_id reused for other work."""
-        core = self.model_dump(include={"job_id", "task_id", "input_uri", "output_prefix", "params"})
-        canonical = json.dumps(core, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        """A digest of the contract fields, to catch a task_id reused for other work.
+
+        Computed once per message (claim, completion and failure all ask): the model is
+        frozen, and ``trace_id``, the one field ``model_copy`` changes, is not hashed.
+        """
+        if self._content_hash is None:
+            core = self.model_dump(include={"job_id", "task_id", "input_uri", "output_prefix", "params"})
+            canonical = json.dumps(core, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+            self._content_hash = hashlib.sha256(canonical.encode()).hexdigest()
+        return self._content_hash
 
 
 class FanIn(BaseModel):

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from kombu_worker_sdk.client import Client
 from kombu_worker_sdk.config import WorkerConfig
-from kombu_worker_sdk.errors import DecodeError, InvalidMessageError, WorkerSDKError
+from kombu_worker_sdk.errors import DecodeError, InvalidMessageError
 from kombu_worker_sdk.message import TaskMessage, parse_task
-from kombu_worker_sdk.state import TaskStatus, open_state
-from kombu_worker_sdk.transport import default_publisher
 
 
 def messages_from_text(text: str) -> list[TaskMessage]:
@@ -57,49 +56,9 @@ def messages_from_flags(
 
 
 def send_messages(config: WorkerConfig, msgs: list[TaskMessage], queue: str, *, register: bool = True) -> int:
-    """Check every message, register each root task as PENDING (so status shows it), then publish.
-
-    Nothing is registered until the queue and the size of every message have been
-    checked: a refused message must not leave a PENDING task (and a RUNNING job) behind.
-    """
-    publisher = default_publisher(config)
-    try:
-        publisher.check(queue, msgs)
-        registered = _register(config, msgs, queue) if register else []
-        try:
-            return publisher.publish(queue, msgs)
-        except WorkerSDKError as exc:
-            _fail_unsent(config, registered, exc)
-            raise
-    finally:
-        publisher.close()
-
-
-def _register(config: WorkerConfig, msgs: list[TaskMessage], queue: str) -> list[TaskMessage]:
-    """Register the root tasks; returns those that are new (a re-send keeps the old rows)."""
-    state = open_state(config.effective_db_dsn)
-    try:
-        state.upgrade()
-        return [msg for msg in msgs if state.register(msg, queue=queue)]
-    finally:
-        state.close()
-
-
-def _fail_unsent(config: WorkerConfig, msgs: list[TaskMessage], error: WorkerSDKError) -> None:
-    """The send failed after registering: mark the tasks no worker took FAILED, with the reason.
-
-    A copy that did get through still runs: a worker's claim revives a FAILED task.
-    """
-    if not msgs:
-        return
-    state = open_state(config.effective_db_dsn)
-    try:
-        for msg in msgs:
-            record = state.get_task(msg.task_id)
-            if record is not None and record.status is TaskStatus.PENDING and record.attempts == 0:
-                state.fail(msg.task_id, msg.job_id, error=f"send failed: {type(error).__name__}: {error}")
-    finally:
-        state.close()
+    """Check, register PENDING, then publish: :meth:`Client.send`, for one command's life."""
+    with Client(config) as client:
+        return client.send(queue, msgs, register=register)
 
 
 def _parse_param(text: str) -> tuple[str, Any]:

@@ -5,34 +5,23 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from kombu_worker_sdk.client import Client
 from kombu_worker_sdk.config import WorkerConfig
-from kombu_worker_sdk.errors import StateError
-from kombu_worker_sdk.masking import mask_url
-from kombu_worker_sdk.state import JobRecord, TaskRecord, open_state
+from kombu_worker_sdk.errors import JobNotFoundError, StateError
+from kombu_worker_sdk.state import JobRecord, TaskRecord
 
 WHERE_TO_LOOK = "run it from the folder the worker ran in, or give kombu-worker --data-dir DIR (or DB_DSN)"
 
 
 def read_job(config: WorkerConfig, job_id: str) -> tuple[JobRecord, list[TaskRecord]]:
-    """The job and its tasks, read without creating a file or a schema.
-
-    A reader run from the wrong folder must not leave an empty state.db behind
-    that later looks like a real, empty state: every miss names where it looked.
-    """
-    where = mask_url(config.effective_db_dsn)
-    try:
-        state = open_state(config.effective_db_dsn, read_only=True)
-    except StateError as exc:
-        raise StateError(f"{exc}: {WHERE_TO_LOOK}") from None
-    try:
-        if state.schema_version() == 0:
-            raise StateError(f"the state database {where} has no tables: {WHERE_TO_LOOK}")
-        job = state.get_job(job_id)
-        if job is None:
-            raise StateError(f"no job {job_id!r} in {where}")
-        return job, state.job_tasks(job_id)
-    finally:
-        state.close()
+    """The job and its tasks (:meth:`Client.read_job`: nothing created); a miss says where to look."""
+    with Client(config) as client:
+        try:
+            return client.job(job_id).snapshot()
+        except JobNotFoundError:
+            raise
+        except StateError as exc:
+            raise StateError(f"{exc}: {WHERE_TO_LOOK}") from None
 
 
 def render_job(job: JobRecord, tasks: list[TaskRecord]) -> str:

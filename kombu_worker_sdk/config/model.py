@@ -225,8 +225,9 @@ class WorkerConfig(BaseModel):
 
     @property
     def effective_io_concurrency(self) -> int:
-        """I/O-lane threads: each runs one batch's preparation or finish at a time."""
-        return self.io_concurrency or max(4, 4 * self.concurrency)
+        """Most threads in each half of the I/O lane (prepare, finish); each runs one group at
+        a time, and a lane grows to this only while it waits on I/O (``worker.lanes``)."""
+        return self.io_concurrency or max(8, 4 * self.concurrency)
 
     @property
     def batch_io_threads(self) -> int:

@@ -56,6 +56,8 @@ class ClaimStage(Stage):
         if claim.outcome is ClaimOutcome.DONE:
             run.published = publish_pending(run, runtime.state.pending_children(msg.task_id))
             raise SkipMessage("task already DONE")
+        if claim.outcome is ClaimOutcome.CANCELLED:  # job.cancel(): ack, hooks never run
+            raise SkipMessage("task CANCELLED: its job was cancelled")
         if claim.outcome is ClaimOutcome.HELD:
             raise HoldMessage("task is held by another worker", delay=held_delay(claim, lease))
         run.claim = claim

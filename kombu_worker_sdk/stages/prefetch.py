@@ -11,6 +11,8 @@ prefetch. Turn it off with ``prefetch_input: false``.
 
 from __future__ import annotations
 
+import logging
+
 from kombu_worker_sdk.pipeline import Stage, TaskRun, describe
 
 PREFETCHED = "prefetched_input"
@@ -31,7 +33,8 @@ class InputPrefetchStage(Stage):
             with ctx.storage.open(msg.input_uri) as stream:
                 data = stream.read(limit + 1)
         except Exception as exc:  # the hook's own read will raise it, with its usual outcome
-            run.log.debug("input not prefetched: %s", describe(exc))
+            if run.log.isEnabledFor(logging.DEBUG):
+                run.log.debug("input not prefetched: %s", describe(exc))
             return
         if len(data) <= limit and cache.put(msg.input_uri, data):
             run.extras[PREFETCHED] = msg.input_uri

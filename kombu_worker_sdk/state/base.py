@@ -27,12 +27,14 @@ class TaskStatus(enum.StrEnum):
     PROCESSING = "PROCESSING"
     DONE = "DONE"
     FAILED = "FAILED"
+    CANCELLED = "CANCELLED"  # its job was cancelled before a worker ran it: never run
 
 
 class JobStatus(enum.StrEnum):
     RUNNING = "RUNNING"
     DONE = "DONE"
     FAILED = "FAILED"
+    CANCELLED = "CANCELLED"  # sticky: later tasks of the job are skipped, never run
 
 
 class ClaimOutcome(enum.StrEnum):
@@ -40,6 +42,7 @@ class ClaimOutcome(enum.StrEnum):
     DONE = "DONE"  # finished earlier: republish pending children and ack
     HELD = "HELD"  # another worker holds a live lease: try again later
     CONFLICT = "CONFLICT"  # the task_id exists with different content
+    CANCELLED = "CANCELLED"  # its job was cancelled: ack without running the hooks
 
 
 @dataclass(frozen=True)
@@ -168,6 +171,14 @@ class StateStore(ABC):
     @abstractmethod
     def fail(self, task_id: str, job_id: str | None, *, error: str, content_hash: str | None = None) -> None:
         """Mark the task FAILED for good (creating its row if unknown); DONE tasks stay DONE."""
+
+    @abstractmethod
+    def cancel_job(self, job_id: str) -> int:
+        """Mark the job CANCELLED and its PENDING tasks CANCELLED; returns how many tasks.
+
+        Tasks already running finish; every later claim of a task of the job
+        (children registered after the cancel included) returns ``CANCELLED``.
+        """
 
     @abstractmethod
     def get_task(self, task_id: str) -> TaskRecord | None: ...

@@ -29,6 +29,7 @@ from kombu_worker_sdk.state.base import (
     TaskRecord,
     TaskStatus,
 )
+from kombu_worker_sdk.state.cancel import JOB_STATUS_OF_TASK, KEEP_CANCELLED_SQL, CancelQueries
 from kombu_worker_sdk.state.dbapi import Cursor
 from kombu_worker_sdk.state.migrations import MIGRATIONS
 from kombu_worker_sdk.state.monitor import MonitorQueries
@@ -38,12 +39,12 @@ TASK_COLUMNS = (
     "task_id, job_id, parent_task_id, status, attempts, error, content_hash, queue, worker_id, updated_at"
 )
 _JOB_STATUS_SQL = (
-    "status = CASE WHEN failed + %s > 0 THEN 'FAILED' "
+    "status = CASE " + KEEP_CANCELLED_SQL + "WHEN failed + %s > 0 THEN 'FAILED' "
     "WHEN done + %s >= total + %s THEN 'DONE' ELSE 'RUNNING' END"
 )
 
 
-class SqlStateStore(MonitorQueries, StateStore):
+class SqlStateStore(CancelQueries, MonitorQueries, StateStore):
     """StateStore over a DB-API connection; subclasses own connections and dialect."""
 
     placeholder = "%s"
@@ -118,11 +119,13 @@ class SqlStateStore(MonitorQueries, StateStore):
     ) -> Claim:
         row = self._run(
             cur,
-            "SELECT status, content_hash, lease_until, attempts, job_id, worker_id FROM kw_tasks "
-            "WHERE task_id = %s" + self.lock_suffix,
+            "SELECT status, content_hash, lease_until, attempts, job_id, worker_id, "
+            + JOB_STATUS_OF_TASK
+            + " FROM kw_tasks WHERE task_id = %s"
+            + self.lock_suffix,
             (task_id,),
         ).fetchone()
-        status, stored_hash, lease_until, attempts, job_id, holder = row
+        status, stored_hash, lease_until, attempts, job_id, holder, job_status = row
         now = time.time()
         if content_hash and stored_hash and stored_hash != content_hash:
             return Claim(ClaimOutcome.CONFLICT, attempts)
@@ -130,6 +133,8 @@ class SqlStateStore(MonitorQueries, StateStore):
             return Claim(ClaimOutcome.DONE, attempts)
         if status == TaskStatus.PROCESSING and lease_until and lease_until > now and holder != worker_id:
             return Claim(ClaimOutcome.HELD, attempts, lease_until)
+        if self._claim_cancelled(cur, task_id, status, job_status):
+            return Claim(ClaimOutcome.CANCELLED, attempts)
         until = now + lease
         self._run(
             cur,
@@ -250,7 +255,7 @@ class SqlStateStore(MonitorQueries, StateStore):
                 )
                 self._bump_job(cur, job, failed=1)
                 return
-            if row[1] in (TaskStatus.DONE, TaskStatus.FAILED):
+            if row[1] in (TaskStatus.DONE, TaskStatus.FAILED, TaskStatus.CANCELLED):
                 return
             self._run(
                 cur,

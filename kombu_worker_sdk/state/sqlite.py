@@ -38,6 +38,11 @@ class SqliteStateStore(SqlStateStore):
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        # One writer at a time within the process, queued on a lock that wakes the next at
+        # once: contending on the file lock instead puts a thread in SQLite's busy handler,
+        # which sleeps (1, 2, 5 ms ...) between retries. Other processes still meet
+        # BEGIN IMMEDIATE.
+        self._writer = threading.Lock()
 
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -59,6 +64,15 @@ class SqliteStateStore(SqlStateStore):
 
     @contextmanager
     def _tx(self) -> Iterator[Cursor]:
+        if self.read_only:
+            with self._transaction() as cur:
+                yield cur
+            return
+        with self._writer, self._transaction() as cur:
+            yield cur
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Cursor]:
         conn = self._connection()
         try:
             cur = conn.cursor()

@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kombu import Connection, Consumer, Queue
@@ -36,12 +35,14 @@ from kombu_worker_sdk.transport.embedded import EmbeddedDelivery
 from kombu_worker_sdk.transport.names import queue_name
 from kombu_worker_sdk.worker.faults import fault_point
 from kombu_worker_sdk.worker.heartbeat import Heartbeat
-from kombu_worker_sdk.worker.lanes import DeviceLane, ReadyQueue
+from kombu_worker_sdk.worker.lanes import CpuMeter, DeviceLane, PhaseLane, ReadyQueue
 from kombu_worker_sdk.worker.prefetch import PrefetchGovernor
 from kombu_worker_sdk.worker.runtime import Runtime
 from kombu_worker_sdk.worker.settling import MAX_OUTAGE_BACKOFF, Settling
 
 DeliveryFactory = Any  # Callable[[Message], Delivery]
+#: Smallest group a phase lane takes at once (at batch_size 1 too: one claim for many).
+MIN_GROUP = 8
 #: Where each held message is, for the metrics and the tests (see ``lane_counts``).
 LANES = ("arrived", "preparing", "ready", "device", "finishing", "held")
 
@@ -78,7 +79,6 @@ class Worker(Settling, ConsumerMixin):  # type: ignore[misc]
         self.capacity = threading.Condition(self.lock)
         self.outage_since: float | None = None
         self._held: dict[Delivery, threading.Timer] = {}
-        self._arrivals: deque[Delivery] = deque()
         self._unfinished: list[Delivery] | None = None  # set once the stop has drained
         self._consumers: list[Consumer] = []
         self._qos = 0
@@ -86,7 +86,10 @@ class Worker(Settling, ConsumerMixin):  # type: ignore[misc]
         self.governor = PrefetchGovernor(config)
         # Hooks never run on the consuming thread, even at concurrency 1: it must stay free
         # to notice a stop and enforce the shutdown grace while a long step runs.
-        self._io_lane = ThreadPoolExecutor(config.effective_io_concurrency, "kombu-worker-lane-io")
+        threads, group = config.effective_io_concurrency, max(config.batch_size, MIN_GROUP)
+        cpu = CpuMeter()
+        self.preparing = PhaseLane("prepare", threads, group, self.prepare_group, cpu)
+        self.finishing = PhaseLane("finish", threads, group, self.finish_batch, cpu)
         self.ready_runs = ReadyQueue(config.batch_size, config.batch_wait_ms / 1000)
         self.device = DeviceLane(config.concurrency, self.ready_runs, self.run_on_device)
         self.heartbeat = Heartbeat(self, config)
@@ -185,25 +188,14 @@ class Worker(Settling, ConsumerMixin):  # type: ignore[misc]
 
     def resubmit(self, delivery: Delivery) -> None:
         """Queue a held delivery (new, or back from a hold) for preparation."""
-        with self.lock:
-            self._arrivals.append(delivery)
-            self.lanes[delivery] = "arrived"
-        try:
-            self._io_lane.submit(self.prepare_arrivals)
-        except RuntimeError:  # the lane is shutting down: it never started
-            self._release_arrivals()
+        self._mark([delivery], "arrived")
+        if not self.preparing.push([delivery]):  # the stop came first: it never started
+            self._release(delivery)
 
-    def prepare_arrivals(self) -> None:
-        """Prepare whatever has arrived (up to a batch) as one group; never raises."""
-        with self.lock:
-            count = min(len(self._arrivals), max(self.runtime.config.batch_size, 8))
-            group = [self._arrivals.popleft() for _ in range(count)]
-            for delivery in group:
-                self.lanes[delivery] = "preparing"
-            stopping = self.should_stop
-        if not group:
-            return  # another I/O thread took them along with its own
-        if stopping:  # prefetched but not started before the stop: give them back
+    def prepare_group(self, group: list[Delivery]) -> None:
+        """Prepare what arrived together, as one group; never raises."""
+        self._mark(group, "preparing")
+        if self.should_stop:  # prefetched but not started before the stop: give them back
             for delivery in group:
                 self._release(delivery)
             return
@@ -224,13 +216,11 @@ class Worker(Settling, ConsumerMixin):  # type: ignore[misc]
         self._mark(batch, "device")
         self._advance("device", self.device_stages, [run_of(d) for d in batch])
         self._mark(batch, "finishing")
-        try:
-            self._io_lane.submit(self.finish_batch, batch)
-        except RuntimeError:  # shut down after the grace: finish here rather than lose the results
+        if not self.finishing.push(batch):  # shut down after the grace: finish here, keep the results
             self.finish_batch(batch)
 
     def finish_batch(self, batch: list[Delivery]) -> None:
-        """Store, fan out and settle one device batch; never raises."""
+        """Store, fan out and settle device batches that finished together; never raises."""
         self._advance("finish", self.finish_stages, [run_of(d) for d in batch])
         self._conclude(batch)
 
@@ -287,7 +277,8 @@ class Worker(Settling, ConsumerMixin):  # type: ignore[misc]
         """
         self.should_stop = True
         unfinished = self._unfinished if self._unfinished is not None else self._drain(grace_seconds)
-        self._io_lane.shutdown(wait=False, cancel_futures=True)
+        self.preparing.close()
+        self.finishing.close()
         self.heartbeat.stop()
         close = getattr(self.deliveries, "close", None)
         if close is not None:
@@ -310,7 +301,8 @@ class Worker(Settling, ConsumerMixin):  # type: ignore[misc]
         for delivery, timer in held.items():
             timer.cancel()
             self._release(delivery)
-        self._release_arrivals()
+        for delivery in self.preparing.close():
+            self._release(delivery)
         self.abandon(self.ready_runs.close())
         with self.capacity:
             self.capacity.wait_for(lambda: not self.inflight, timeout=max(deadline - time.monotonic(), 0))
@@ -318,13 +310,6 @@ class Worker(Settling, ConsumerMixin):  # type: ignore[misc]
         self.abandon(unfinished)
         self._unfinished = unfinished
         return unfinished
-
-    def _release_arrivals(self) -> None:
-        with self.lock:
-            waiting = list(self._arrivals)
-            self._arrivals.clear()
-        for delivery in waiting:
-            self._release(delivery)
 
 
 def run_of(delivery: Delivery) -> TaskRun:

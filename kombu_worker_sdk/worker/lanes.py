@@ -91,3 +91,104 @@ class DeviceLane:
         for thread in self._threads:
             if thread.is_alive():
                 thread.join(max(deadline - time.monotonic(), 0))
+
+
+class CpuMeter:
+    """The process's CPU use, in cores, over the last ``window`` seconds (cheap to ask often)."""
+
+    def __init__(self, window: float = 0.5):
+        self.window = window
+        self._at = time.monotonic()
+        self._cpu = time.process_time()
+        self.cores = 1.0  # busy until measured: no thread is added before the first window
+
+    def load(self) -> float:
+        now = time.monotonic()
+        if now - self._at >= self.window:
+            cpu = time.process_time()
+            self.cores = (cpu - self._cpu) / (now - self._at)
+            self._at, self._cpu = now, cpu
+        return self.cores
+
+
+#: Below this CPU use (in cores) the process is waiting on I/O, and another I/O thread helps;
+#: above it, Python's GIL is the limit and another thread only adds contention.
+GROW_BELOW_CORES = 0.6
+
+
+class PhaseLane:
+    """Up to ``threads`` threads that take queued deliveries in groups of up to ``group_max``.
+
+    The I/O lane's two halves (prepare, finish) are each one of these. A push wakes one
+    idle thread; a thread that leaves work behind wakes the next. Under load, work that
+    queued while every thread was busy goes as one group: one state transaction, and the
+    group's storage requests made at once (``concurrency.IOPool``). The lane starts with
+    one thread and adds one when work waits, every thread is busy, and the process has
+    CPU to spare: waiting on S3 or PostgreSQL, more threads overlap the waits; bound by
+    Python's own CPU (in-memory backends), they would only contend for the GIL.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        threads: int,
+        group_max: int,
+        run_group: Callable[[list[Delivery]], None],
+        cpu: CpuMeter | None = None,
+    ):
+        self.name = name
+        self.max_threads = threads
+        self.group_max = group_max
+        self._run_group = run_group
+        self._cpu = cpu or CpuMeter()
+        self._items: deque[Delivery] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._idle = 0
+        self.threads: list[threading.Thread] = []
+        self._grow()
+
+    def _grow(self) -> None:
+        thread = threading.Thread(
+            target=self._loop, name=f"kombu-worker-{self.name}-{len(self.threads)}", daemon=True
+        )
+        self.threads.append(thread)
+        thread.start()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def push(self, deliveries: list[Delivery]) -> bool:
+        """Queue deliveries; False (nothing queued) once closed."""
+        with self._cond:
+            if self._closed:
+                return False
+            self._items.extend(deliveries)
+            if self._idle:
+                self._cond.notify()
+            elif len(self.threads) < self.max_threads and self._cpu.load() < GROW_BELOW_CORES:
+                self._grow()
+        return True
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                self._idle += 1
+                self._cond.wait_for(lambda: self._items or self._closed)
+                self._idle -= 1
+                if self._closed:
+                    return
+                count = min(self.group_max, len(self._items))
+                group = [self._items.popleft() for _ in range(count)]
+                if self._items and self._idle:
+                    self._cond.notify()
+            self._run_group(group)
+
+    def close(self) -> list[Delivery]:
+        """Stop taking work; returns what was queued and never taken."""
+        with self._cond:
+            self._closed = True
+            left = list(self._items)
+            self._items.clear()
+            self._cond.notify_all()
+        return left

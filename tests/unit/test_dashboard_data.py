@@ -96,7 +96,7 @@ def test_jobs_list_newest_first_with_filters_and_counts(store: SqliteStateStore)
     assert [j.job_id for j in store.list_jobs()] == ["alpha_3", "beta-2", "alpha-1"]
     assert [j.job_id for j in store.list_jobs(status="FAILED")] == ["beta-2"]
     assert [j.job_id for j in store.list_jobs(search="alpha_")] == ["alpha_3"]  # _ is literal
-    assert store.job_counts() == {"RUNNING": 2, "DONE": 0, "FAILED": 1}
+    assert store.job_counts() == {"RUNNING": 2, "DONE": 0, "FAILED": 1, "CANCELLED": 0}
 
 
 def test_the_graph_draws_fan_out_and_fan_in(store: SqliteStateStore) -> None:
