@@ -5,7 +5,9 @@ the figures measure how the worker overlaps its waits, not this machine's CPU:
 
 - :func:`latency_storage`: MemoryStorage with ``storage_s`` per request (S3 in-region);
 - :func:`latency_state`: file-backed SQLite with ``state_s`` per public call (PostgreSQL in-VPC);
-  a call made from inside another (a batch method built on per-message ones) costs once;
+  a call made from inside another (a batch method built on per-message ones) costs once, so a
+  micro-batch's ``claim_many`` is one round trip, as one statement over arrays would be (a
+  transaction of one statement per row would cost a round trip per statement on a network);
 - :func:`latency_transport`: Kombu's memory transport whose receive costs ``sqs_s`` per call
   and returns up to 10 messages, never more than the channel's QoS can take (as Kombu's SQS
   transport asks ``ReceiveMessage`` for ``min(10, prefetch room)``);
