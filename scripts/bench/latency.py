@@ -36,15 +36,30 @@ RECEIVE_MAX = 10  # SQS's MaxNumberOfMessages ceiling
 
 
 class OpCounter:
-    """Requests per backend operation, counted thread-safely."""
+    """Requests per backend operation, counted thread-safely, and how many were in flight at
+    once (the peak): a peak stuck at a pool's size says the pool is what requests wait for."""
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
+        self.inflight = 0
+        self.peak = 0
         self._lock = threading.Lock()
 
     def add(self, op: str) -> None:
         with self._lock:
             self.counts[op] += 1
+
+    def wait(self, op: str, seconds: float) -> None:
+        """Count ``op`` and sleep ``seconds`` as its round trip, tracking the concurrency."""
+        with self._lock:
+            self.counts[op] += 1
+            self.inflight += 1
+            self.peak = max(self.peak, self.inflight)
+        try:
+            time.sleep(seconds)
+        finally:
+            with self._lock:
+                self.inflight -= 1
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:
@@ -57,8 +72,7 @@ def latency_storage(storage_s: float, counter: OpCounter) -> Any:
 
     class LatencyStorage(MemoryStorage):
         def _wait(self, op: str) -> None:
-            counter.add(op)
-            time.sleep(storage_s)
+            counter.wait(op, storage_s)
 
         def read(self, uri: str) -> bytes:
             self._wait("read")

@@ -18,6 +18,7 @@ over moto's server behind proxies adding the same latencies (``section_f_moto``)
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -81,13 +82,50 @@ class World:
             ops = counter.snapshot()
             out[f"{name}_requests"] = ops
             out[f"{name}_per_message"] = sum(ops.values()) / processed if processed else float("nan")
+        storage = self.counts["storage"]
+        out["storage_peak_inflight"] = storage.peak
+        window = out["window_s"]
+        requests = sum(storage.snapshot().values())
+        out["storage_mean_inflight"] = requests * STORAGE_S / window if window > 0 else float("nan")
         return out
 
 
-def wait_for(done: Any, deadline: float) -> None:
-    """Poll ``done()`` until it holds or the deadline passes (a capped run reports what it got)."""
+def wait_for(done: Any, deadline: float, watch: Any = None) -> None:
+    """Poll ``done()`` until it holds or the deadline passes (a capped run reports what it got),
+    calling ``watch()`` at each poll."""
     while not done() and time.monotonic() < deadline:
+        if watch is not None:
+            watch()
         time.sleep(0.02)
+
+
+class HeldWatch:
+    """Messages the worker held and its prefetch limit, sampled while it runs (diagnostics:
+    a device waiting while the limit sits low says prefetch is what starves it)."""
+
+    def __init__(self, worker: Any):
+        self.worker = worker
+        self.samples: list[tuple[int, int]] = []
+        self.by_lane: Counter[str] = Counter()
+
+    def __call__(self) -> None:
+        counts = getattr(self.worker, "lane_counts", None)
+        governor = getattr(self.worker, "governor", None)
+        if counts is not None and governor is not None:
+            lanes = counts()
+            self.by_lane.update(lanes)
+            self.samples.append((sum(lanes.values()), governor.limit()))
+
+    def figures(self) -> Result:
+        if not self.samples:
+            return {}
+        held = [h for h, _ in self.samples]
+        return {
+            "held_mean": sum(held) / len(held),
+            "held_peak": max(held),
+            "prefetch_limit_peak": max(limit for _, limit in self.samples),
+            "held_mean_by_lane": {k: round(v / len(self.samples), 1) for k, v in self.by_lane.items()},
+        }
 
 
 def run_kombu_worker(s: Settings, batch: int) -> Result:
@@ -112,18 +150,28 @@ def run_kombu_worker(s: Settings, batch: int) -> Result:
             batch_size=batch,
             batch_wait_ms=BATCH_WAIT_MS,
         )
-        wait_for(lambda: kw.worker.settled >= n, time.monotonic() + s.device_seconds)
+        watch = HeldWatch(kw.worker)
+        wait_for(lambda: kw.worker.settled >= n, time.monotonic() + s.device_seconds, watch)
         settled = kw.worker.settled
         kw.stop()
     result = world.figures(batch, settled)
+    result.update(watch.figures())
     result.update({"consumer": "kombu-worker", "batch_size": batch, "backlog": n})
     log.info(
-        "f: kombu-worker batch %d: duty %.1f%%, %.1f msg/s (device limit %.1f), %d settled",
+        "f: kombu-worker batch %d: duty %.1f%%, %.1f msg/s (device limit %.1f), %d settled; "
+        "storage requests in flight: peak %d, mean %.1f; held: mean %.1f, peak %s (limit peak %s), "
+        "mean by lane %s",
         batch,
         100 * result["duty"],
         result["rate"],
         result["device_limit"],
         settled,
+        result["storage_peak_inflight"],
+        result["storage_mean_inflight"],
+        result.get("held_mean", float("nan")),
+        result.get("held_peak", "-"),
+        result.get("prefetch_limit_peak", "-"),
+        result.get("held_mean_by_lane", {}),
     )
     return result
 
