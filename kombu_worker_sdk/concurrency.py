@@ -1,24 +1,24 @@
-"""Two small tools the lanes share: a pool for one batch's I/O, and a gate on user hooks.
+"""Two small tools the lanes share: a pool for one batch's I/O, and where user hooks run.
 
 :class:`IOPool` runs one call per message of a micro-batch at once (the idempotency
 check, the input read, the result writes), so a batch of 32 waits for one storage
 round trip, not 32. It is separate from the I/O lane's own pool: a phase waiting on
 its sub-calls must never wait behind other phases for a thread.
 
-:class:`HookGate` is the thread-safety contract: user hooks (``process``,
-``process_batch``, ``publish_next``) are never entered by more threads at once than
-``concurrency``. With the lanes, ``publish_next`` runs on the I/O lane while the next
-batch runs on the device; the gate keeps a hooks class written for one thread safe.
+:class:`HookRunner` is the thread-safety contract: every user hook (``process``,
+``process_batch``, ``publish_next``) runs on a device-lane thread, so a hooks class
+written for ``concurrency 1`` is only ever entered by one thread, the same one each
+time (thread-bound CUDA or TensorRT state stays valid). The finish lane asks the device
+lane for ``publish_next`` between two batches (``worker.lanes.DeviceLane.call``).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -34,8 +34,9 @@ class IOPool:
     """Map a blocking call over items concurrently; results and errors keep their positions.
 
     Whether to fan out is measured, not configured: each call site's mean duration is
-    kept, and a call that turns out cheap runs inline. A slow call measured inline
-    switches the next batch to concurrent at once.
+    kept, and a call that turns out cheap runs inline. An unmeasured call fans out (a
+    slow first batch would cost far more than a few hand-offs), and a slow call
+    measured inline switches the next batch to concurrent at once.
     """
 
     def __init__(self, max_workers: int, name: str = "kombu-worker-io"):
@@ -48,7 +49,7 @@ class IOPool:
     def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R | Exception]:
         """``fn(item)`` for every item; one item, or a cheap call, runs inline."""
         key = getattr(fn, "__qualname__", "") or repr(fn)
-        mean = self._means.get(key, 0.0)
+        mean = self._means.get(key, INLINE_BELOW_SECONDS)  # unmeasured: fan out, and learn
         if len(items) <= 1 or self.max_workers <= 1 or mean < INLINE_BELOW_SECONDS:
             started = time.perf_counter()
             results = [_capture(fn, item) for item in items]
@@ -90,16 +91,17 @@ def _capture(fn: Callable[[T], R], item: T) -> R | Exception:
         return exc
 
 
-class HookGate:
-    """At most ``concurrency`` threads inside user hooks at once."""
+class HookRunner(Protocol):
+    """Where user hooks run: the worker's device lane, or the calling thread."""
 
-    def __init__(self, concurrency: int):
-        self._slots = threading.BoundedSemaphore(max(concurrency, 1))
+    def call(self, fn: Callable[[], R]) -> R: ...
 
-    @contextmanager
-    def entered(self) -> Iterator[None]:
-        with self._slots:
-            yield
+
+class InlineHooks:
+    """Run a hook on the calling thread: single-threaded runners (``testing``, ``LocalRunner``)."""
+
+    def call(self, fn: Callable[[], R]) -> R:
+        return fn()
 
 
 def errors_by_position(results: Sequence[object]) -> dict[int, BaseException]:

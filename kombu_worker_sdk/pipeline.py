@@ -33,7 +33,7 @@ from kombu_worker_sdk.errors import (
 from kombu_worker_sdk.signals import task_failure
 
 if TYPE_CHECKING:
-    from kombu_worker_sdk.concurrency import HookGate, IOPool
+    from kombu_worker_sdk.concurrency import HookRunner, IOPool
     from kombu_worker_sdk.config import WorkerConfig
     from kombu_worker_sdk.context import Context
     from kombu_worker_sdk.hooks import Outputs
@@ -60,7 +60,7 @@ class Services(Protocol):
     logger: TaskLogger
     context: Context
     io: IOPool
-    hook_gate: HookGate
+    hook_runner: HookRunner
 
     @property
     def hooks_version(self) -> str: ...

@@ -231,8 +231,13 @@ class WorkerConfig(BaseModel):
 
     @property
     def batch_io_threads(self) -> int:
-        """Threads for one batch's concurrent storage requests (S3's pool holds 32)."""
-        return min(32, max(8, 2 * self.batch_size))
+        """Threads for the concurrent storage requests of every group in the I/O lane.
+
+        Both halves of the lane map their groups' requests onto this one pool; at the
+        device's pace that is a few batches' worth of requests at once. S3's connection
+        pool holds as many (``storage.s3``), so no request waits for a connection.
+        """
+        return min(64, max(16, 8 * self.batch_size))
 
     @property
     def receive_slots(self) -> int:

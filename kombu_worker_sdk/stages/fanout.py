@@ -10,7 +10,7 @@ sent fails its parent (with the reason) instead of sitting PENDING for ever.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from kombu_worker_sdk.errors import (
     BackendUnavailableError,
@@ -41,9 +41,10 @@ class FanoutStage(Stage):
         """
         errors: dict[int, BaseException] = {}
         wanted: list[tuple[int, list[NextMessage]]] = []
-        for i, run in enumerate(runs):
+        asked = runs[0].runtime.hook_runner.call(lambda: [_capture(ask_publish_next, run) for run in runs])
+        for i, (run, raw) in enumerate(zip(runs, asked, strict=True)):
             try:
-                wanted.append((i, self.children_of(run)))
+                wanted.append((i, checked_children(run, raw)))
             except Exception as exc:
                 errors[i] = exc
         committed = self.commit_many(runs, wanted, errors)
@@ -99,18 +100,43 @@ class FanoutStage(Stage):
     @staticmethod
     def children_of(run: TaskRun) -> list[NextMessage]:
         """The checked children ``publish_next`` asks for (nothing is written yet)."""
-        runtime, msg, ctx = run.runtime, run.message, run.ctx
-        assert msg is not None and ctx is not None and run.outputs is not None
-        try:
-            with runtime.hook_gate.entered():  # never beside process() on a 1-thread hooks class
-                raw = runtime.hooks.publish_next(ctx, msg, run.outputs)
-        except WorkerSDKError:
-            raise
-        except Exception as exc:
-            raise HookError(f"publish_next raised {type(exc).__name__}: {exc}") from exc
-        run.children = _parse_children(raw, msg)
-        check_children(run, run.children)
-        return run.children
+        asked = run.runtime.hook_runner.call(lambda: _capture(ask_publish_next, run))
+        return checked_children(run, asked)
+
+
+def ask_publish_next(run: TaskRun) -> object:
+    """Call the user's ``publish_next``: on the device lane, like every user hook."""
+    runtime, msg, ctx = run.runtime, run.message, run.ctx
+    assert msg is not None and ctx is not None and run.outputs is not None
+    try:
+        return runtime.hooks.publish_next(ctx, msg, run.outputs)
+    except WorkerSDKError:
+        raise
+    except Exception as exc:
+        raise HookError(f"publish_next raised {type(exc).__name__}: {exc}") from exc
+
+
+def _capture(fn: Callable[[TaskRun], object], run: TaskRun) -> object:
+    """``fn(run)``, or the exception it raised, so one message's error stays its own."""
+    try:
+        return fn(run)
+    except Exception as exc:
+        return _Raised(exc)
+
+
+class _Raised:
+    def __init__(self, error: Exception):
+        self.error = error
+
+
+def checked_children(run: TaskRun, raw: object) -> list[NextMessage]:
+    """Parse and check what publish_next returned (re-raising what it raised)."""
+    if isinstance(raw, _Raised):
+        raise raw.error
+    assert run.message is not None
+    run.children = _parse_children(raw, run.message)
+    check_children(run, run.children)
+    return run.children
 
 
 def message_of(run: TaskRun) -> TaskMessage:

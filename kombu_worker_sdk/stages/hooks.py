@@ -22,7 +22,7 @@ class HooksStage(Stage):
         assert msg is not None and ctx is not None
         task_prerun.send(hooks, task_id=msg.task_id, message=msg, ctx=ctx)
         try:
-            run.outputs = check_outputs(_call_hook(run, hooks.process, ctx, msg))
+            run.outputs = check_outputs(_call_hook(hooks.process, ctx, msg))
             fault_point("during_hooks")
         finally:
             task_postrun.send(hooks, task_id=msg.task_id, message=msg, ctx=ctx, outputs=run.outputs)
@@ -37,7 +37,7 @@ class HooksStage(Stage):
             task_prerun.send(hooks, task_id=runs[i].task_id, message=runs[i].message, ctx=runs[i].ctx)
         errors: dict[int, BaseException] = {}
         try:
-            results = _call_hook(runs[0], hooks.process_batch, runs[0].runtime.context, msgs)
+            results = _call_hook(hooks.process_batch, runs[0].runtime.context, msgs)
             if not isinstance(results, list) or len(results) != len(todo):
                 raise PermanentError(f"process_batch must return a list of {len(todo)} outputs")
         except Exception as exc:
@@ -59,10 +59,9 @@ class HooksStage(Stage):
         return errors
 
 
-def _call_hook(run: TaskRun, fn: Any, *args: Any) -> Any:
+def _call_hook(fn: Any, *args: Any) -> Any:
     try:
-        with run.runtime.hook_gate.entered():
-            return fn(*args)
+        return fn(*args)  # on a device-lane thread (worker) or the caller's (LocalRunner)
     except Exception as exc:
         raise _wrap(exc) from exc
 

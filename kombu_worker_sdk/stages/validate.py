@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-import uuid
 from typing import Any
 
 from kombu_worker_sdk.errors import InvalidMessageError, MessageError
+from kombu_worker_sdk.ids import random_hex
 from kombu_worker_sdk.message import ID_PATTERN, decode_body, parse_task
 from kombu_worker_sdk.pipeline import Stage, TaskRun
 
@@ -31,7 +31,7 @@ class ValidateStage(Stage):
             )
         msg = parse_task(decode_body(run.body, run.content_type))
         if msg.trace_id is None:  # start a trace here; children inherit it (not part of the hash)
-            msg = msg.model_copy(update={"trace_id": uuid.uuid4().hex})
+            msg = msg.model_copy(update={"trace_id": random_hex()})
         run.message = msg
         run.ctx = runtime.context.for_message(msg, run.attempt)
         run.log = run.ctx.logger  # one adapter: the pipeline's stage shows in the hooks' lines

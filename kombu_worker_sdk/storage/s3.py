@@ -116,7 +116,7 @@ class S3Storage(Storage):
         connect_timeout: float = 5.0,
         read_timeout: float = 60.0,
         max_attempts: int = 5,
-        max_pool_connections: int = 32,
+        max_pool_connections: int = 64,
         client: Any = None,
     ) -> None:
         super().__init__(allowed_buckets, local_input_root=local_input_root)

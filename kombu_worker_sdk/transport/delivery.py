@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from abc import ABC, abstractmethod
 from typing import Any, Protocol
 
 from kombu.message import Message
+
+from kombu_worker_sdk.ids import random_hex
 
 
 class ClaimedRun(Protocol):
@@ -40,7 +41,7 @@ class Delivery(ABC):
         self.received_at = time.monotonic()
         self.run: ClaimedRun | None = None  # set while the pipeline works on it (for the heartbeat)
         self.holds = 0  # times held in-process through a backend outage
-        self.token = uuid.uuid4().hex[:12]  # this delivery's claimant id, kept across holds
+        self.token = random_hex(12)  # this delivery's claimant id, kept across holds
         self._settled = threading.Event()
 
     @property

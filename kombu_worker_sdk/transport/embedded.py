@@ -7,7 +7,6 @@ until its delay passes.
 from __future__ import annotations
 
 import os
-import uuid
 from typing import Any
 
 from kombu.message import Message
@@ -15,6 +14,7 @@ from kombu.transport import filesystem
 from kombu.utils.json import dumps
 
 from kombu_worker_sdk.config import WorkerConfig
+from kombu_worker_sdk.ids import random_hex
 from kombu_worker_sdk.transport.delivery import Delivery
 from kombu_worker_sdk.transport.publish import Publisher
 
@@ -68,7 +68,7 @@ class AtomicFilesystemChannel(filesystem.Channel):  # type: ignore[misc]
     """
 
     def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
-        name = f"{int(filesystem.monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
+        name = f"{int(filesystem.monotonic() * 1000)}_{random_hex()}.{queue}.msg"
         final = os.path.join(self.data_folder_out, name)
         partial = os.path.join(self.data_folder_out, f".{name}.part")
         try:

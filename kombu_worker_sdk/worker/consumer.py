@@ -92,6 +92,7 @@ class Worker(Settling, ConsumerMixin):  # type: ignore[misc]
         self.finishing = PhaseLane("finish", threads, group, self.finish_batch, cpu)
         self.ready_runs = ReadyQueue(config.batch_size, config.batch_wait_ms / 1000)
         self.device = DeviceLane(config.concurrency, self.ready_runs, self.run_on_device)
+        runtime.hook_runner = self.device  # publish_next too runs on the device lane
         self.heartbeat = Heartbeat(self, config)
         METRICS.watch_lanes(self.lane_counts, self.governor)
 
@@ -279,6 +280,7 @@ class Worker(Settling, ConsumerMixin):  # type: ignore[misc]
         unfinished = self._unfinished if self._unfinished is not None else self._drain(grace_seconds)
         self.preparing.close()
         self.finishing.close()
+        self.ready_runs.stop()
         self.heartbeat.stop()
         close = getattr(self.deliveries, "close", None)
         if close is not None:

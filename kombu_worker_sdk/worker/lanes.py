@@ -13,19 +13,32 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 from kombu_worker_sdk.transport.delivery import Delivery
 
+R = TypeVar("R")
+
+
+Chore = Callable[[], None]
+
 
 class ReadyQueue:
-    """Prepared deliveries waiting for the device, oldest first; closed at shutdown."""
+    """Prepared deliveries waiting for the device, oldest first, and chores for it.
+
+    A chore is a short user-hook call (``publish_next``) that another lane needs run on
+    a device thread; device threads run chores between batches. ``close`` refuses new
+    runs (the stop); ``stop`` also ends the device threads, once nothing needs them.
+    """
 
     def __init__(self, batch_size: int, batch_wait_seconds: float):
         self.batch_size = batch_size
         self.batch_wait = batch_wait_seconds
         self._items: deque[tuple[float, Delivery]] = deque()
+        self._chores: deque[Chore] = deque()
         self._cond = threading.Condition()
         self._closed = False
+        self._stopped = False
 
     def __len__(self) -> int:
         return len(self._items)
@@ -40,24 +53,42 @@ class ReadyQueue:
             self._cond.notify_all()
         return True
 
-    def take(self) -> list[Delivery]:
-        """Block for the next micro-batch; an empty list means the queue is closed."""
+    def post(self, chore: Chore) -> bool:
+        """Queue a chore for the next free device thread; False once stopped."""
         with self._cond:
-            self._cond.wait_for(lambda: self._items or self._closed)
-            if self._closed:
-                return []
-            deadline = self._items[0][0] + self.batch_wait
-            while len(self._items) < self.batch_size and not self._closed:
-                left = deadline - time.monotonic()
-                if left <= 0 or not self._cond.wait(left):
-                    break
-            if self._closed:
-                return []
+            if self._stopped:
+                return False
+            self._chores.append(chore)
+            self._cond.notify()
+        return True
+
+    def take(self) -> tuple[list[Chore], list[Delivery]] | None:
+        """Block for chores or the next micro-batch; None once stopped."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._chores or self._items or self._stopped)
+            if self._stopped:
+                return None
+            if not self._chores:
+                self._fill()
+            chores = list(self._chores)
+            self._chores.clear()
+            if chores or self._closed:
+                return chores, []
             count = min(self.batch_size, len(self._items))
-            return [self._items.popleft()[1] for _ in range(count)]
+            return [], [self._items.popleft()[1] for _ in range(count)]
+
+    def _fill(self) -> None:
+        """Wait for a full batch until the oldest ready run has waited ``batch_wait``."""
+        if not self._items:
+            return
+        deadline = self._items[0][0] + self.batch_wait
+        while len(self._items) < self.batch_size and not (self._closed or self._chores):
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._cond.wait(left):
+                return
 
     def close(self) -> list[Delivery]:
-        """Refuse new runs, wake every device thread, and return what never started."""
+        """Refuse new runs and return those that never started; chores still run."""
         with self._cond:
             self._closed = True
             left = [d for _, d in self._items]
@@ -65,9 +96,22 @@ class ReadyQueue:
             self._cond.notify_all()
         return left
 
+    def stop(self) -> None:
+        """End the device threads (after the drain): chores still queued run inline."""
+        with self._cond:
+            self._stopped = True
+            left = list(self._chores)
+            self._chores.clear()
+            self._cond.notify_all()
+        for chore in left:
+            chore()
+
 
 class DeviceLane:
-    """``threads`` daemon threads, each taking a batch and handing it to ``run_batch``."""
+    """``threads`` daemon threads: chores, then a batch handed to ``run_batch``, in turn.
+
+    Every user hook runs here: :meth:`call` is the runtime's ``hook_runner`` in a worker.
+    """
 
     def __init__(self, threads: int, ready: ReadyQueue, run_batch: Callable[[list[Delivery]], None]):
         self.ready = ready
@@ -83,8 +127,34 @@ class DeviceLane:
                 thread.start()
 
     def _loop(self) -> None:
-        while batch := self.ready.take():
-            self._run_batch(batch)
+        while (work := self.ready.take()) is not None:
+            chores, batch = work
+            for chore in chores:
+                chore()
+            if batch:
+                self._run_batch(batch)
+
+    def call(self, fn: Callable[[], R]) -> R:
+        """Run ``fn`` on a device thread (at once if this is one) and return what it returns."""
+        if threading.current_thread() in self._threads or not any(t.is_alive() for t in self._threads):
+            return fn()
+        done = threading.Event()
+        outcome: list[Any] = []
+
+        def chore() -> None:
+            try:
+                outcome.append((True, fn()))
+            except BaseException as exc:
+                outcome.append((False, exc))
+            done.set()
+
+        if not self.ready.post(chore):
+            return fn()
+        done.wait()
+        ok, value = outcome[0]
+        if not ok:
+            raise value
+        return cast(R, value)
 
     def join(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -96,7 +166,7 @@ class DeviceLane:
 class CpuMeter:
     """The process's CPU use, in cores, over the last ``window`` seconds (cheap to ask often)."""
 
-    def __init__(self, window: float = 0.5):
+    def __init__(self, window: float = 0.2):
         self.window = window
         self._at = time.monotonic()
         self._cpu = time.process_time()

@@ -18,8 +18,9 @@ from kombu_worker_sdk.config import WorkerConfig
 
 #: Weight of the newest sample in the moving averages: a few batches to adapt, not one.
 SMOOTHING = 0.2
-#: Batches held beyond the one running: the ready one, partly covering jitter.
-READY_MARGIN = 0.5
+#: Batches held beyond those Little's law asks for: one ready for the device, one more for
+#: the jitter of storage and receive latencies (measured in bench section f).
+READY_MARGIN = 2.0
 
 
 class PrefetchGovernor:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
-from kombu_worker_sdk.concurrency import HookGate, IOPool
+from kombu_worker_sdk.concurrency import HookRunner, InlineHooks, IOPool
 from kombu_worker_sdk.config import StageSpec, WorkerConfig
 from kombu_worker_sdk.context import Context
 from kombu_worker_sdk.errors import ConfigError, HooksError
@@ -51,12 +51,12 @@ class Runtime:
     context: Context
     #: Runs one micro-batch's storage requests at once (see ``concurrency.IOPool``).
     io: IOPool = field(init=False)
-    #: Keeps user hooks to ``concurrency`` threads, whichever lane calls them.
-    hook_gate: HookGate = field(init=False)
+    #: Where user hooks run: inline here; a worker points it at its device lane.
+    hook_runner: HookRunner = field(init=False)
 
     def __post_init__(self) -> None:
         self.io = IOPool(self.config.batch_io_threads)
-        self.hook_gate = HookGate(self.config.concurrency)
+        self.hook_runner = InlineHooks()
 
     @property
     def hooks_version(self) -> str:

@@ -28,6 +28,7 @@ class GatedHooks(WorkerHooks):
         self.entered: list[str] = []
         self.inside = 0
         self.most_inside = 0
+        self.threads: set[str] = set()
         self._lock = threading.Lock()
 
     def load_pipeline(self, ctx: Any) -> dict[str, Any]:
@@ -47,6 +48,7 @@ class GatedHooks(WorkerHooks):
             self.inside -= 1
 
     def process(self, ctx: Any, msg: Any) -> Any:
+        self.threads.add(threading.current_thread().name)
         self._enter()
         try:
             self.entered.append(msg.task_id)
@@ -57,6 +59,7 @@ class GatedHooks(WorkerHooks):
             self._leave()
 
     def publish_next(self, ctx: Any, msg: Any, outputs: Any) -> list[dict[str, Any]]:
+        self.threads.add(threading.current_thread().name)
         self._enter()
         try:
             return []
@@ -161,6 +164,7 @@ def test_a_one_thread_hooks_class_is_never_entered_twice(make_worker: Any) -> No
     running.send(*[task(job) for job in jobs])
     wait_for(lambda: all(running.status(f"{job}-split") == "DONE" for job in jobs))
     assert hooks.most_inside == 1, "process and publish_next overlapped on a concurrency-1 worker"
+    assert hooks.threads == {"kombu-worker-device-0"}, "every hook call on the one device thread"
 
 
 def test_a_cached_input_is_still_refused_where_a_read_would_be() -> None:
@@ -191,8 +195,28 @@ def test_the_ready_queue_forms_batches_like_a_dynamic_batcher() -> None:
     ready = ReadyQueue(batch_size=2, batch_wait_seconds=0)
     a, b, c = (object() for _ in range(3))
     assert ready.put([a, b, c])  # type: ignore[list-item]
-    assert ready.take() == [a, b], "a full batch as soon as one is ready"
-    assert ready.take() == [c], "no wait: what is ready goes"
+    assert ready.take() == ([], [a, b]), "a full batch as soon as one is ready"
+    assert ready.take() == ([], [c]), "no wait: what is ready goes"
     assert ready.put([a])  # type: ignore[list-item]
     assert ready.close() == [a]
-    assert ready.take() == [] and not ready.put([b])  # type: ignore[list-item]
+    assert not ready.put([b])  # type: ignore[list-item]
+    ran: list[str] = []
+    assert ready.post(lambda: ran.append("chore"))
+    chores, batch = ready.take() or ([], [])
+    assert batch == [] and len(chores) == 1, "after the stop, chores still reach the device"
+    ready.stop()
+    assert ready.take() is None and not ready.post(lambda: None)
+
+
+def test_a_batch_wait_ends_early_for_a_chore() -> None:
+    ready = ReadyQueue(batch_size=8, batch_wait_seconds=30)
+    a = object()
+    assert ready.put([a])  # type: ignore[list-item]
+    got: list[Any] = []
+    taker = threading.Thread(target=lambda: got.append(ready.take()))
+    taker.start()
+    assert ready.post(lambda: None)
+    taker.join(10)
+    assert not taker.is_alive(), "a chore does not wait out the batch window"
+    assert got[0][0] and got[0][1] == []
+    assert ready.close() == [a]
