@@ -304,12 +304,7 @@ def main(argv: list[str] | None = None) -> int:
                 fan_in(run, stores, direct, database, args.jobs, args.width)
             for store in stores:
                 store.close()
-            run.contention = run.lock_share > 0.10 or (
-                previous is not None and run.rate < 1.2 * previous.rate
-            )
-            run.contention = run.contention and not any(
-                r.contention for r in results if r.scenario == scenario
-            )
+            _mark(run, previous, [r for r in results if r.scenario == scenario])
             results.append(run)
             _print_row(run, first=len(results) == 1)
             previous = run

@@ -1,0 +1,150 @@
+"""The per-message write paths of the SQL state machine, in as few statements as they allow.
+
+Every statement is a round trip (through PgBouncer, two), and on a wide fan-out the job and
+barrier rows are locked from their UPDATE until COMMIT, so scripts/capacity_bench.py counts both.
+Before these paths a message took 10 statements; the shapes that replace them:
+
+* ``claim``: an unknown task is INSERTed already PROCESSING (one statement, plus the job's
+  upsert for a new root); a known one is taken by one conditional ``UPDATE ... RETURNING``. Only
+  what that UPDATE refuses -- DONE, HELD by a live lease, CONFLICT, a redriven FAILED task -- goes
+  to the ``SELECT ... FOR UPDATE`` path (``SqlStateStore._claim_row``), which decides why;
+* ``complete``: children in one multi-row ``INSERT ... RETURNING`` (a 1,000-way fan-out was
+  1,000 statements); a fan-in arrival in one upsert that counts it and elects the releaser; the
+  job's counters bumped last, so its row lock is held for the COMMIT only; and no re-read of the
+  children just inserted.
+
+Functions over a :class:`~kombu_worker_sdk.state.sql.SqlStateStore` (its ``_run`` and dialect),
+kept here so that sql.py stays under the module size limit.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING
+
+from kombu_worker_sdk.state.base import Claim, ClaimOutcome, PendingChild
+from kombu_worker_sdk.state.dbapi import Cursor
+
+if TYPE_CHECKING:
+    from kombu_worker_sdk.message import NextMessage, TaskMessage
+    from kombu_worker_sdk.state.sql import SqlStateStore
+
+TASK_INSERT = (
+    "task_id, job_id, parent_task_id, status, attempts, content_hash, queue, worker_id, lease_until, "
+    "body, created_at, updated_at"
+)
+_ROW = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+#: Rows per multi-row INSERT: 12 parameters each stays under SQLite's 32,766 variables.
+CHUNK = 500
+_JOB_UPSERT = (
+    "INSERT INTO kw_jobs (job_id, status, total, done, failed, created_at, updated_at) "
+    "VALUES (%s, 'RUNNING', 1, 0, 0, %s, %s) ON CONFLICT (job_id) DO UPDATE SET "
+    "total = kw_jobs.total + 1, status = CASE WHEN kw_jobs.failed > 0 THEN 'FAILED' "
+    "WHEN kw_jobs.done >= kw_jobs.total + 1 THEN 'DONE' ELSE 'RUNNING' END, updated_at = %s"
+)
+
+
+def upsert_root_job(store: SqlStateStore, cur: Cursor, job_id: str, now: float) -> None:
+    """Create the job of a new root task with ``total = 1``, or count one more root in it."""
+    store._run(cur, _JOB_UPSERT, (job_id, now, now, now))
+
+
+def claim(store: SqlStateStore, cur: Cursor, msg: TaskMessage, worker_id: str, lease: float) -> Claim:
+    now = time.time()
+    until = now + lease
+    digest = msg.content_hash()
+    row = (msg.task_id, msg.job_id, None, "PROCESSING", 1, digest, None, worker_id, until)
+    body = json.dumps(msg.to_body())
+    sql = f"INSERT INTO kw_tasks ({TASK_INSERT}) VALUES {_ROW} ON CONFLICT (task_id) DO NOTHING"
+    if store._run(cur, sql, (*row, body, now, now)).rowcount:
+        upsert_root_job(store, cur, msg.job_id, now)
+        return Claim(ClaimOutcome.CLAIMED, 1, until)
+    taken = store._run(
+        cur,
+        "UPDATE kw_tasks SET status = 'PROCESSING', worker_id = %s, lease_until = %s, "
+        "attempts = attempts + 1, updated_at = %s WHERE task_id = %s "
+        "AND (content_hash IS NULL OR content_hash = %s) AND (status = 'PENDING' OR "
+        "(status = 'PROCESSING' AND (lease_until IS NULL OR lease_until <= %s OR worker_id = %s))) "
+        "RETURNING attempts",
+        (worker_id, until, now, msg.task_id, digest, now, worker_id),
+    ).fetchone()
+    if taken is not None:
+        return Claim(ClaimOutcome.CLAIMED, int(taken[0]), until)
+    return store._claim_row(cur, msg.task_id, worker_id, lease, digest)
+
+
+def complete(
+    store: SqlStateStore,
+    cur: Cursor,
+    msg: TaskMessage,
+    children: list[NextMessage],
+    default_queue: str | None,
+) -> list[PendingChild]:
+    now = time.time()
+    changed = store._run(
+        cur,
+        "UPDATE kw_tasks SET status = 'DONE', lease_until = NULL, error = NULL, "
+        "updated_at = %s WHERE task_id = %s AND status <> 'DONE'",
+        (now, msg.task_id),
+    ).rowcount
+    if not changed:  # a redelivery: publish again whatever is still PENDING
+        return store._pending_children(cur, msg.task_id)
+    due = [c for c in children if c.fan_in is None or _arrive(store, cur, msg, c)]
+    pending = insert_children(store, cur, msg.task_id, due, default_queue, now)
+    store._bump_job(cur, msg.job_id, total=len(pending), done=1)  # last: the hot row's lock is short
+    # This task was not DONE a moment ago, so no child of it existed: the new rows are all.
+    return sorted(pending, key=lambda child: child.message.task_id)
+
+
+def insert_children(
+    store: SqlStateStore,
+    cur: Cursor,
+    parent_id: str,
+    children: list[NextMessage],
+    default_queue: str | None,
+    now: float,
+) -> list[PendingChild]:
+    """INSERT the children as PENDING, CHUNK rows per statement; the ones added, first of each id."""
+    by_id: dict[str, PendingChild] = {}
+    for child in children:
+        by_id.setdefault(child.task_id, PendingChild(child.task(), child.queue or default_queue))
+    added: list[PendingChild] = []
+    items = list(by_id.values())
+    for start in range(0, len(items), CHUNK):
+        chunk = items[start : start + CHUNK]
+        params: list[object] = []
+        for item in chunk:
+            task = item.message
+            params += [task.task_id, task.job_id, parent_id, "PENDING", 0, task.content_hash(), item.queue]
+            params += [None, None, json.dumps(task.to_body()), now, now]
+        sql = (
+            f"INSERT INTO kw_tasks ({TASK_INSERT}) VALUES "
+            + ", ".join([_ROW] * len(chunk))
+            + " ON CONFLICT (task_id) DO NOTHING RETURNING task_id"
+        )
+        added += [by_id[row[0]] for row in store._run(cur, sql, params).fetchall()]
+    return added
+
+
+def _arrive(store: SqlStateStore, cur: Cursor, parent: TaskMessage, child: NextMessage) -> bool:
+    """Count ``parent`` once at the child's barrier; True when this arrival releases the child."""
+    assert child.fan_in is not None
+    group = f"{parent.job_id}/{child.fan_in.group}"  # barriers never span jobs
+    joined = store._run(
+        cur,
+        "INSERT INTO kw_barrier_members (group_id, member_task_id) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+        (group, parent.task_id),
+    )
+    if not joined.rowcount:
+        return False
+    size, me = child.fan_in.size, parent.task_id
+    row = store._run(
+        cur,
+        "INSERT INTO kw_barriers (group_id, job_id, size, arrived, released_by) "
+        "VALUES (%s, %s, %s, 1, CASE WHEN %s <= 1 THEN %s END) ON CONFLICT (group_id) DO UPDATE SET "
+        "arrived = kw_barriers.arrived + 1, released_by = COALESCE(kw_barriers.released_by, "
+        "CASE WHEN kw_barriers.arrived + 1 >= kw_barriers.size THEN %s END) RETURNING released_by",
+        (group, parent.job_id, size, size, me, me),
+    ).fetchone()
+    return bool(row[0] == me)
