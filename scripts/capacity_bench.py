@@ -52,6 +52,7 @@ from kombu_worker_sdk.state.dbapi import Cursor
 from kombu_worker_sdk.state.postgres import PostgresStateStore
 
 OPS = ("claim", "extend", "complete")
+STEP_SECONDS = 0.0  # --step-ms
 _TX = itertools.count()
 _STMT = itertools.count()
 
@@ -152,6 +153,8 @@ def _process(
     claim = _timed(run, lock, "claim", lambda: store.claim(msg, worker_id=me, lease_seconds=60))
     assert claim.outcome == "CLAIMED", claim
     _timed(run, lock, "extend", lambda: store.extend_lease(msg.task_id, worker_id=me, lease_seconds=60))
+    if STEP_SECONDS:
+        time.sleep(STEP_SECONDS)  # the step itself (a GPU's work): the load model's check point
     _timed(run, lock, "complete", lambda: store.complete(msg, kids, default_queue="next"))
 
 
@@ -284,13 +287,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=1000, help="fan-out width")
     parser.add_argument("--direct", action="store_true", help="connect to PostgreSQL, not PgBouncer")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--step-ms", type=float, default=0.0, help="work per message between extend and complete"
+    )
+    parser.add_argument("--scenarios", default="independent,fan-in", help="which scenarios to run")
     args = parser.parse_args(argv)
     admin = os.environ.get("KWS_TEST_PG_DSN")
     bouncer = os.environ.get("KWS_TEST_PGBOUNCER_DSN")
     if not admin or not (bouncer or args.direct):
         parser.error("run under scripts/services.py (KWS_TEST_PG_DSN / KWS_TEST_PGBOUNCER_DSN unset)")
+    global STEP_SECONDS
+    STEP_SECONDS = args.step_ms / 1000
     results: list[Run] = []
-    for scenario in ("independent", f"fan-in {args.width}"):
+    wanted = args.scenarios.split(",")
+    for scenario in [s for s in ("independent", f"fan-in {args.width}") if s.split()[0] in wanted]:
         previous: Run | None = None
         for n in (int(x) for x in args.workers.split(",")):
             database, direct = _fresh_database(admin)

@@ -91,7 +91,7 @@ class PgBouncer:
                 "max_client_conn = 2000",
                 "max_db_connections = 0",
                 "server_login_retry = 1",
-                "query_wait_timeout = 10",
+                "query_wait_timeout = 5",
                 f"logfile = {self.logfile}",
                 "",
             ]

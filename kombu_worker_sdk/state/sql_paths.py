@@ -13,22 +13,36 @@ Before these paths a message took 10 statements; the shapes that replace them:
   job's counters bumped last, so its row lock is held for the COMMIT only; and no re-read of the
   children just inserted.
 
-Functions over a :class:`~kombu_worker_sdk.state.sql.SqlStateStore` (its ``_run`` and dialect),
-kept here so that sql.py stays under the module size limit.
+Functions over a store (its ``_run`` and dialect), kept here so that sql.py stays under the
+module size limit.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from kombu_worker_sdk.state.base import Claim, ClaimOutcome, PendingChild
 from kombu_worker_sdk.state.dbapi import Cursor
 
 if TYPE_CHECKING:
     from kombu_worker_sdk.message import NextMessage, TaskMessage
-    from kombu_worker_sdk.state.sql import SqlStateStore
+
+
+class SqlStateStore(Protocol):
+    """What these paths use of :class:`~kombu_worker_sdk.state.sql.SqlStateStore` (no import cycle)."""
+
+    def _run(self, cur: Cursor, sql: str, params: Sequence[Any] = ...) -> Cursor: ...
+    def _claim_row(
+        self, cur: Cursor, task_id: str, worker_id: str, lease: float, content_hash: str | None
+    ) -> Claim: ...
+    def _pending_children(self, cur: Cursor, task_id: str) -> list[PendingChild]: ...
+    def _bump_job(
+        self, cur: Cursor, job_id: str, total: int = ..., done: int = ..., failed: int = ...
+    ) -> None: ...
+
 
 TASK_INSERT = (
     "task_id, job_id, parent_task_id, status, attempts, content_hash, queue, worker_id, lease_until, "
