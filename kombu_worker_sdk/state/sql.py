@@ -35,10 +35,7 @@ from kombu_worker_sdk.state.monitor import MonitorQueries
 TASK_COLUMNS = (
     "task_id, job_id, parent_task_id, status, attempts, error, content_hash, queue, worker_id, updated_at"
 )
-_JOB_STATUS_SQL = (
-    "status = CASE WHEN failed + %s > 0 THEN 'FAILED' "
-    "WHEN done + %s >= total + %s THEN 'DONE' ELSE 'RUNNING' END"
-)
+_JOB_STATUS_SQL = sql_paths.JOB_STATUS_SQL
 MAX_ERROR_CHARS = 4000
 
 
@@ -47,6 +44,7 @@ class SqlStateStore(MonitorQueries, StateStore):
 
     placeholder = "%s"
     lock_suffix = ""
+    writable_ctes = False
 
     @abstractmethod
     def _tx(self) -> AbstractContextManager[Cursor]:

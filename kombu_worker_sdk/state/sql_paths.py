@@ -43,6 +43,9 @@ class SqlStateStore(Protocol):
         self, cur: Cursor, job_id: str, total: int = ..., done: int = ..., failed: int = ...
     ) -> None: ...
 
+    #: PostgreSQL: a fan-in arrival and the job's counters in one statement (_complete_one_arrival).
+    writable_ctes: bool
+
 
 TASK_INSERT = (
     "task_id, job_id, parent_task_id, status, attempts, content_hash, queue, worker_id, lease_until, "
@@ -51,6 +54,11 @@ TASK_INSERT = (
 _ROW = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 #: Rows per multi-row INSERT: 12 parameters each stays under SQLite's 32,766 variables.
 CHUNK = 500
+#: The job's status from its counters after adding (failed, done, total) -- three parameters.
+JOB_STATUS_SQL = (
+    "status = CASE WHEN failed + %s > 0 THEN 'FAILED' "
+    "WHEN done + %s >= total + %s THEN 'DONE' ELSE 'RUNNING' END"
+)
 _JOB_UPSERT = (
     "INSERT INTO kw_jobs (job_id, status, total, done, failed, created_at, updated_at) "
     "VALUES (%s, 'RUNNING', 1, 0, 0, %s, %s) ON CONFLICT (job_id) DO UPDATE SET "
@@ -104,6 +112,8 @@ def complete(
     ).rowcount
     if not changed:  # a redelivery: publish again whatever is still PENDING
         return store._pending_children(cur, msg.task_id)
+    if store.writable_ctes and len(children) == 1 and children[0].fan_in is not None:
+        return _complete_one_arrival(store, cur, msg, children[0], default_queue, now)
     due = [c for c in children if c.fan_in is None or _arrive(store, cur, msg, c)]
     pending = insert_children(store, cur, msg.task_id, due, default_queue, now)
     store._bump_job(cur, msg.job_id, total=len(pending), done=1)  # last: the hot row's lock is short
@@ -141,24 +151,65 @@ def insert_children(
     return added
 
 
+_BARRIER_UPSERT = (
+    "INSERT INTO kw_barriers (group_id, job_id, size, arrived, released_by) "
+    "VALUES (%s, %s, %s, 1, CASE WHEN %s <= 1 THEN %s END) ON CONFLICT (group_id) DO UPDATE SET "
+    "arrived = kw_barriers.arrived + 1, released_by = COALESCE(kw_barriers.released_by, "
+    "CASE WHEN kw_barriers.arrived + 1 >= kw_barriers.size THEN %s END) RETURNING released_by"
+)
+
+
+def _join(store: SqlStateStore, cur: Cursor, parent: TaskMessage, group: str) -> bool:
+    """Record ``parent`` as a member of the barrier; False when it had arrived before."""
+    return bool(
+        store._run(
+            cur,
+            "INSERT INTO kw_barrier_members (group_id, member_task_id) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+            (group, parent.task_id),
+        ).rowcount
+    )
+
+
+def _complete_one_arrival(
+    store: SqlStateStore,
+    cur: Cursor,
+    msg: TaskMessage,
+    child: NextMessage,
+    default_queue: str | None,
+    now: float,
+) -> list[PendingChild]:
+    """A sibling's only child is a fan-in: count the arrival and bump the job in ONE statement.
+
+    On a wide fan-out every sibling locks the same barrier row and job row until COMMIT; a
+    writable CTE takes both in one round trip, so the barrier row is held one round trip less.
+    Only the releasing sibling then inserts the child and counts it in the job's total.
+    """
+    assert child.fan_in is not None
+    group = f"{msg.job_id}/{child.fan_in.group}"
+    if not _join(store, cur, msg, group):
+        store._bump_job(cur, msg.job_id, done=1)
+        return []
+    size, me = child.fan_in.size, msg.task_id
+    row = store._run(
+        cur,
+        f"WITH b AS ({_BARRIER_UPSERT}), j AS (UPDATE kw_jobs SET done = done + 1, {JOB_STATUS_SQL}, "
+        "updated_at = %s WHERE job_id = %s RETURNING job_id) SELECT b.released_by FROM b",
+        (group, msg.job_id, size, size, me, me, 0, 1, 0, now, msg.job_id),
+    ).fetchone()
+    if row[0] != me:
+        return []
+    pending = insert_children(store, cur, msg.task_id, [child], default_queue, now)
+    if pending:
+        store._bump_job(cur, msg.job_id, total=len(pending))
+    return pending
+
+
 def _arrive(store: SqlStateStore, cur: Cursor, parent: TaskMessage, child: NextMessage) -> bool:
     """Count ``parent`` once at the child's barrier; True when this arrival releases the child."""
     assert child.fan_in is not None
     group = f"{parent.job_id}/{child.fan_in.group}"  # barriers never span jobs
-    joined = store._run(
-        cur,
-        "INSERT INTO kw_barrier_members (group_id, member_task_id) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-        (group, parent.task_id),
-    )
-    if not joined.rowcount:
+    if not _join(store, cur, parent, group):
         return False
     size, me = child.fan_in.size, parent.task_id
-    row = store._run(
-        cur,
-        "INSERT INTO kw_barriers (group_id, job_id, size, arrived, released_by) "
-        "VALUES (%s, %s, %s, 1, CASE WHEN %s <= 1 THEN %s END) ON CONFLICT (group_id) DO UPDATE SET "
-        "arrived = kw_barriers.arrived + 1, released_by = COALESCE(kw_barriers.released_by, "
-        "CASE WHEN kw_barriers.arrived + 1 >= kw_barriers.size THEN %s END) RETURNING released_by",
-        (group, parent.job_id, size, size, me, me),
-    ).fetchone()
+    row = store._run(cur, _BARRIER_UPSERT, (group, parent.job_id, size, size, me, me)).fetchone()
     return bool(row[0] == me)

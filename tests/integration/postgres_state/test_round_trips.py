@@ -104,23 +104,35 @@ def test_a_wide_fan_out_is_one_insert_per_chunk(rec: Recording) -> None:
     assert job is not None and (job.total, job.done) == (width + 1, 1)
 
 
-def test_a_fan_in_arrival_is_two_statements_and_releases_once(rec: Recording) -> None:
+def test_a_fan_in_arrival_and_the_job_bump_are_one_statement_and_release_once(rec: Recording) -> None:
     siblings = [task(f"s{i}") for i in range(3)]
     join = child("join", fan_in=FanIn(group="g", size=3))
     for sibling in siblings:
         rec.claim(sibling, worker_id="w", lease_seconds=60)
     steps = rec.count(lambda: rec.complete(siblings[0], [join], default_queue=None))
-    assert steps == [
-        "UPDATE kw_tasks SET",
-        "INSERT INTO kw_barrier_members",
-        "INSERT INTO kw_barriers",
-        "UPDATE kw_jobs SET",
-    ]
+    assert steps == ["UPDATE kw_tasks SET", "INSERT INTO kw_barrier_members", "WITH b AS"]
     assert rec.complete(siblings[1], [join], default_queue=None) == []
+    job = rec.get_job("job-1")
+    assert job is not None and (job.total, job.done) == (3, 2)
     released = rec.complete(siblings[2], [join], default_queue=None)
-    assert [p.message.task_id for p in released] == ["join"]
+    assert [(p.message.task_id, p.queue) for p in released] == [("join", None)]
     assert rec.complete(siblings[2], [join], default_queue=None) == released  # a redelivery
-    single = child("solo", fan_in=FanIn(group="one", size=1))
-    lone = task("lone")
-    rec.claim(lone, worker_id="w", lease_seconds=60)
-    assert [p.message.task_id for p in rec.complete(lone, [single], default_queue=None)] == ["solo"]
+    job = rec.get_job("job-1")
+    assert job is not None and (job.status, job.total, job.done) == (JobStatus.RUNNING, 4, 3)
+    rec.claim(join.task(), worker_id="w", lease_seconds=60)
+    rec.complete(join.task(), [], default_queue=None)
+    job = rec.get_job("job-1")
+    assert job is not None and (job.status, job.total, job.done) == (JobStatus.DONE, 4, 4)
+
+
+def test_a_fan_in_beside_other_children_and_a_barrier_of_one(rec: Recording) -> None:
+    lone, other = task("lone"), task("other")
+    for msg in (lone, other):
+        rec.claim(msg, worker_id="w", lease_seconds=60)
+    solo = child("solo", fan_in=FanIn(group="one", size=1))
+    assert [p.message.task_id for p in rec.complete(lone, [solo], default_queue=None)] == ["solo"]
+    pair = child("pair", fan_in=FanIn(group="two", size=2))
+    got = rec.complete(other, [pair, child("plain")], default_queue="q")
+    assert [p.message.task_id for p in got] == ["plain"]
+    job = rec.get_job("job-1")
+    assert job is not None and (job.total, job.done) == (4, 2)  # lone, other, solo, plain
