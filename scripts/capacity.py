@@ -21,10 +21,10 @@ round trips. What one message costs, as the SDK does it:
   visibility extension, and every pod's registry upsert per heartbeat tick.
 
 Defaults for capacity come from ``scripts/capacity_bench.py`` on this machine (2 shared cores,
-PostgreSQL 15 with fsync off, through PgBouncer 1.18 in transaction mode): 1,045 msg/s x 3
-transactions = 3,135 transactions/s (N = 128 workers, no hot rows), and 680 sibling completions/s
-on one job's fan-in rows (a 1,000-way fan-out, N = 128). Measure your own server with
-capacity_bench.py and pass ``--tx-capacity`` / ``--hot-row-capacity``.
+PostgreSQL 15 with fsync off, through PgBouncer 1.18 in transaction mode): about 1,000 msg/s x 3
+transactions = 3,000 transactions/s (N = 8 to 128 workers, no hot rows: 982-1,104 msg/s), and
+800 sibling completions/s on one job's fan-in rows (a 1,000-way fan-out, N = 128: 805-825).
+Measure your own server with capacity_bench.py and pass ``--tx-capacity`` / ``--hot-row-capacity``.
 
 SQS list price: US East (N. Virginia), $0.40 per million requests for standard queues and $0.50
 for FIFO, first million a month free (aws.amazon.com/sqs/pricing as summarised in March 2026;
@@ -64,8 +64,8 @@ class Inputs:
     arrival: float | None = None  # jobs/s; None: the fleet is kept busy
     visibility_s: float = 60.0
     state_ms: float = 5.0
-    tx_capacity: float = 3135.0
-    hot_row_capacity: float = 680.0
+    tx_capacity: float = 3000.0
+    hot_row_capacity: float = 800.0
     tx_ms: float = 1.0  # server time per transaction, for the pooler's server connections
     maxconn: int = 8  # PostgresStateStore's pool per worker process
     max_connections: int = 100  # PostgreSQL's default

@@ -35,9 +35,9 @@ def test_one_step_jobs_on_ten_busy_pods(tmp_path: Path) -> None:
     # claim + complete per message, and each pod's registry upsert every 20 s.
     assert row["state_tx_per_s"] == pytest.approx(10 * 2 + 10 / 20)
     assert (row["pooler_client_connections"], row["pooler_server_connections"]) == (20, 1)
-    assert data["pods_at_store_limit"] == pytest.approx(3135 / 2.05)
+    assert data["pods_at_store_limit"] == pytest.approx(3000 / 2.05)
     assert data["pods_at_connection_limit_without_pooler"] == 50
-    assert "stops being enough at about 1,529 busy pods" in text
+    assert "stops being enough at about 1,463 busy pods" in text
 
 
 def test_a_fixed_arrival_rate_with_visibility_extensions(tmp_path: Path) -> None:
@@ -60,7 +60,7 @@ def test_a_wide_fan_out_saturates_its_fan_in_rows_first(tmp_path: Path) -> None:
     text, data = run(tmp_path, "--pods", "10,1000", "--fan-out", "1000", "--child-s", "0.5")
     small, large = data["rows"]  # type: ignore[misc]
     assert small["first_to_saturate"] is None
-    # 1,000 siblings of one job on 1,000 pods: 2,000 completions/s against 680 measured.
-    assert large["load"]["one job's fan-in rows"] == pytest.approx(2000 / 680)
+    # 1,000 siblings of one job on 1,000 pods: 2,000 completions/s against 800 measured.
+    assert large["load"]["one job's fan-in rows"] == pytest.approx(2000 / 800)
     assert large["first_to_saturate"] == "one job's fan-in rows"
     assert [line.split()[0] for line in text.splitlines()[1:3]] == ["10", "1000"]
