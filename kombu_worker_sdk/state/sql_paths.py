@@ -54,6 +54,10 @@ TASK_INSERT = (
 _ROW = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 #: Rows per multi-row INSERT: 12 parameters each stays under SQLite's 32,766 variables.
 CHUNK = 500
+#: SQL text per multi-row INSERT. RDS Proxy pins a client session to one database connection
+#: when a statement's text exceeds 16 KB (AWS, "Avoiding pinning an RDS Proxy"), and a pinned
+#: pooled connection would stay pinned for its life; PgBouncer has no such limit.
+STATEMENT_BYTES = 15_000
 #: The job's status from its counters after adding (failed, done, total) -- three parameters.
 JOB_STATUS_SQL = (
     "status = CASE WHEN failed + %s > 0 THEN 'FAILED' "
@@ -129,26 +133,53 @@ def insert_children(
     default_queue: str | None,
     now: float,
 ) -> list[PendingChild]:
-    """INSERT the children as PENDING, CHUNK rows per statement; the ones added, first of each id."""
+    """INSERT the children as PENDING, a chunk of rows per statement; the ones added, first of each id."""
     by_id: dict[str, PendingChild] = {}
     for child in children:
         by_id.setdefault(child.task_id, PendingChild(child.task(), child.queue or default_queue))
     added: list[PendingChild] = []
-    items = list(by_id.values())
-    for start in range(0, len(items), CHUNK):
-        chunk = items[start : start + CHUNK]
-        params: list[object] = []
-        for item in chunk:
-            task = item.message
-            params += [task.task_id, task.job_id, parent_id, "PENDING", 0, task.content_hash(), item.queue]
-            params += [None, None, json.dumps(task.to_body()), now, now]
+    for chunk in _chunks([_row(item, parent_id, now) for item in by_id.values()]):
         sql = (
             f"INSERT INTO kw_tasks ({TASK_INSERT}) VALUES "
             + ", ".join([_ROW] * len(chunk))
             + " ON CONFLICT (task_id) DO NOTHING RETURNING task_id"
         )
+        params = [value for row in chunk for value in row]
         added += [by_id[row[0]] for row in store._run(cur, sql, params).fetchall()]
     return added
+
+
+def _row(item: PendingChild, parent_id: str, now: float) -> tuple[object, ...]:
+    task = item.message
+    digest, body = task.content_hash(), json.dumps(task.to_body())
+    return (
+        task.task_id,
+        task.job_id,
+        parent_id,
+        "PENDING",
+        0,
+        digest,
+        item.queue,
+        None,
+        None,
+        body,
+        now,
+        now,
+    )
+
+
+def _chunks(rows: list[tuple[object, ...]]) -> list[list[tuple[object, ...]]]:
+    """At most CHUNK rows and about STATEMENT_BYTES of SQL text per statement."""
+    chunks: list[list[tuple[object, ...]]] = [[]]
+    size = 0
+    for row in rows:
+        cost = len(_ROW) + sum(len(str(value)) + 3 for value in row)  # quotes and commas
+        if chunks[-1] and (len(chunks[-1]) >= CHUNK or size + cost > STATEMENT_BYTES):
+            chunks.append([])
+            size = 0
+        chunks[-1].append(row)
+        size += cost
+    return [chunk for chunk in chunks if chunk]
 
 
 _BARRIER_UPSERT = (
