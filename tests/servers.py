@@ -2,7 +2,8 @@
 
 ``scripts/services.py`` exports (see its docstring): ``KWS_TEST_MOTO_URL``, ``KWS_TEST_MOTO_PORT``,
 ``KWS_TEST_MOTO_PIDFILE``, ``KWS_TEST_PG_DSN``, ``KWS_TEST_PG_BIN``, ``KWS_TEST_PG_DATA``,
-``KWS_TEST_PG_OPTS`` and ``KWS_TEST_PG_LOG``.
+``KWS_TEST_PG_OPTS``, ``KWS_TEST_PG_LOG`` and ``KWS_TEST_PGBOUNCER_DSN`` (the cluster through
+PgBouncer in transaction mode; ``through_pgbouncer(dsn)`` points a fresh database's DSN at it).
 
 Without those variables, ``require_moto()`` / ``require_postgres()`` skip the test locally but
 fail it when ``CI=true``, so CI can never silently skip the integration suite.
