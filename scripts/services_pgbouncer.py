@@ -32,6 +32,10 @@ START_TIMEOUT = 30.0
 DEFAULT_POOL_SIZE = 20
 
 
+class PgBouncerMissing(ServiceError):
+    """pgbouncer is not installed and we cannot install it (not root)."""
+
+
 def find_pgbouncer() -> str | None:
     return shutil.which("pgbouncer") or next(
         (p for p in ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer") if os.access(p, os.X_OK)), None
@@ -101,7 +105,7 @@ class PgBouncer:
         binary = find_pgbouncer()
         if binary is None:
             if not is_root():
-                raise ServiceError("pgbouncer not found (apt-get install pgbouncer, or pass --no-pgbouncer)")
+                raise PgBouncerMissing("pgbouncer not found (apt-get install pgbouncer, or run as root)")
             install_pgbouncer()
             binary = find_pgbouncer()
             if binary is None:
