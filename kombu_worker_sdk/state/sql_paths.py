@@ -2,16 +2,17 @@
 
 Every statement is a round trip (through PgBouncer, two), and on a wide fan-out the job and
 barrier rows are locked from their UPDATE until COMMIT, so scripts/capacity_bench.py counts both.
-Before these paths a message took 10 statements; the shapes that replace them:
+Before these paths a message took 10 statements; now 6 (docs/capacity.md has the figures):
 
 * ``claim``: an unknown task is INSERTed already PROCESSING (one statement, plus the job's
   upsert for a new root); a known one is taken by one conditional ``UPDATE ... RETURNING``. Only
   what that UPDATE refuses -- DONE, HELD by a live lease, CONFLICT, a redriven FAILED task -- goes
   to the ``SELECT ... FOR UPDATE`` path (``SqlStateStore._claim_row``), which decides why;
-* ``complete``: children in one multi-row ``INSERT ... RETURNING`` (a 1,000-way fan-out was
-  1,000 statements); a fan-in arrival in one upsert that counts it and elects the releaser; the
-  job's counters bumped last, so its row lock is held for the COMMIT only; and no re-read of the
-  children just inserted.
+* ``complete``: children in multi-row ``INSERT ... RETURNING`` statements (a 1,000-way fan-out
+  was 1,000 statements, now about 24 of under 16 KB each); a fan-in arrival in one upsert that
+  counts it and elects the releaser, which on PostgreSQL also bumps the job's counters (a
+  writable CTE); the job's counters bumped last, so its row lock is held for the COMMIT only;
+  and no re-read of the children just inserted.
 
 Functions over a store (its ``_run`` and dialect), kept here so that sql.py stays under the
 module size limit.
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from kombu_worker_sdk.message import NextMessage, TaskMessage
 
 
-class SqlStateStore(Protocol):
+class Store(Protocol):
     """What these paths use of :class:`~kombu_worker_sdk.state.sql.SqlStateStore` (no import cycle)."""
 
     def _run(self, cur: Cursor, sql: str, params: Sequence[Any] = ...) -> Cursor: ...
@@ -71,12 +72,12 @@ _JOB_UPSERT = (
 )
 
 
-def upsert_root_job(store: SqlStateStore, cur: Cursor, job_id: str, now: float) -> None:
+def upsert_root_job(store: Store, cur: Cursor, job_id: str, now: float) -> None:
     """Create the job of a new root task with ``total = 1``, or count one more root in it."""
     store._run(cur, _JOB_UPSERT, (job_id, now, now, now))
 
 
-def claim(store: SqlStateStore, cur: Cursor, msg: TaskMessage, worker_id: str, lease: float) -> Claim:
+def claim(store: Store, cur: Cursor, msg: TaskMessage, worker_id: str, lease: float) -> Claim:
     now = time.time()
     until = now + lease
     digest = msg.content_hash()
@@ -101,7 +102,7 @@ def claim(store: SqlStateStore, cur: Cursor, msg: TaskMessage, worker_id: str, l
 
 
 def complete(
-    store: SqlStateStore,
+    store: Store,
     cur: Cursor,
     msg: TaskMessage,
     children: list[NextMessage],
@@ -126,7 +127,7 @@ def complete(
 
 
 def insert_children(
-    store: SqlStateStore,
+    store: Store,
     cur: Cursor,
     parent_id: str,
     children: list[NextMessage],
@@ -190,7 +191,7 @@ _BARRIER_UPSERT = (
 )
 
 
-def _join(store: SqlStateStore, cur: Cursor, parent: TaskMessage, group: str) -> bool:
+def _join(store: Store, cur: Cursor, parent: TaskMessage, group: str) -> bool:
     """Record ``parent`` as a member of the barrier; False when it had arrived before."""
     return bool(
         store._run(
@@ -202,7 +203,7 @@ def _join(store: SqlStateStore, cur: Cursor, parent: TaskMessage, group: str) ->
 
 
 def _complete_one_arrival(
-    store: SqlStateStore,
+    store: Store,
     cur: Cursor,
     msg: TaskMessage,
     child: NextMessage,
@@ -235,7 +236,7 @@ def _complete_one_arrival(
     return pending
 
 
-def _arrive(store: SqlStateStore, cur: Cursor, parent: TaskMessage, child: NextMessage) -> bool:
+def _arrive(store: Store, cur: Cursor, parent: TaskMessage, child: NextMessage) -> bool:
     """Count ``parent`` once at the child's barrier; True when this arrival releases the child."""
     assert child.fan_in is not None
     group = f"{parent.job_id}/{child.fan_in.group}"  # barriers never span jobs
