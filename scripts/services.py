@@ -3,7 +3,7 @@
 
 Usage::
 
-    python scripts/services.py [--no-moto] [--no-postgres] -- CMD ARGS...
+    python scripts/services.py [--no-moto] [--no-postgres] [--no-pgbouncer] -- CMD ARGS...
 
 Starts moto's server (``python -m moto.server``, with this same interpreter) and a
 temporary PostgreSQL cluster, each on a free 127.0.0.1 port, runs CMD with the
@@ -23,6 +23,9 @@ Environment exported to CMD (see ``tests/servers.py`` for helpers that read it):
 ``KWS_TEST_PG_DATA``       the cluster's data directory
 ``KWS_TEST_PG_OPTS``       the server options used with ``pg_ctl -o`` (port, host, socket dir)
 ``KWS_TEST_PG_LOG``        the server's log file
+``KWS_TEST_PGBOUNCER_DSN`` the same cluster through PgBouncer in ``pool_mode = transaction``
+                           (``services_pgbouncer.py``; ``--no-pgbouncer`` skips it)
+``KWS_TEST_PGBOUNCER_LOG`` PgBouncer's log file
 ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` = ``testing`` and
 ``AWS_DEFAULT_REGION`` = ``us-east-1`` unless already set.
 
@@ -58,6 +61,7 @@ if _HERE not in sys.path:
 
 from services_common import HOST, PROG, ServiceError, log  # noqa: E402
 from services_moto import Moto, kill_moto_pid, moto_answers  # noqa: E402
+from services_pgbouncer import PgBouncer, PgBouncerMissing  # noqa: E402
 from services_postgres import Postgres  # noqa: E402
 
 __all__ = ["Moto", "Postgres", "ServiceError", "kill_moto_pid", "main", "moto_answers"]
@@ -115,10 +119,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Run CMD against throwaway moto and PostgreSQL servers.",
-        usage="%(prog)s [--no-moto] [--no-postgres] -- CMD [ARGS...]",
+        usage="%(prog)s [--no-moto] [--no-postgres] [--no-pgbouncer] -- CMD [ARGS...]",
     )
     parser.add_argument("--no-moto", action="store_true", help="do not start moto's server")
     parser.add_argument("--no-postgres", action="store_true", help="do not start PostgreSQL")
+    parser.add_argument("--no-pgbouncer", action="store_true", help="do not start PgBouncer")
     parser.add_argument("cmd", nargs=argparse.REMAINDER, help="the command to run")
     args = parser.parse_args(argv)
     if args.cmd and args.cmd[0] == "--":
@@ -136,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
 
     moto: Moto | None = None
     pg: Postgres | None = None
+    bouncer: PgBouncer | None = None
     tmp = Path(tempfile.mkdtemp(prefix="kws-services-"))
     os.chmod(tmp, 0o755)  # the postgres user must be able to reach tmp/pg
     code = 1
@@ -163,6 +169,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"PostgreSQL {pg.bindir.parent.name if pg.bindir else ''} on "
                 f"{HOST}:{pg.port} ({pg.dsn}, {time.monotonic() - t0:.1f}s)"
             )
+            if not args.no_pgbouncer:
+                bouncer = PgBouncer(tmp / "pgbouncer", pg.port)
+                try:
+                    bouncer.start()
+                    env.update(bouncer.env())
+                    log(f"PgBouncer (pool_mode = transaction) on {HOST}:{bouncer.port}")
+                except PgBouncerMissing as exc:  # its tests skip locally, fail under CI=true
+                    log(f"{exc}; the tests through PgBouncer will skip")
         log(f"services ready in {time.monotonic() - began:.1f}s; running {shlex.join(args.cmd)}")
         code = runner.run_child(args.cmd, env)
     except ServiceError as exc:
@@ -183,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
                 child.wait()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)
+        if bouncer is not None:
+            bouncer.stop()
         if pg is not None:
             pg.stop()
         if moto is not None:

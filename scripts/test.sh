@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Quick start, command 2: install everything the suite needs and run all of it:
 # ruff, mypy --strict, the unit tests, the integration tests against a real moto server and
-# a throwaway PostgreSQL (started and stopped by scripts/services.py), and the Helm chart tests.
+# a throwaway PostgreSQL with PgBouncer in front (started and stopped by scripts/services.py),
+# and the Helm chart tests.
 # Extra arguments go to pytest (e.g. `scripts/test.sh tests/unit -k claim`).
 source "$(dirname "$0")/bootstrap.sh"
 ensure_venv

@@ -2,7 +2,8 @@
 
 ``scripts/services.py`` exports (see its docstring): ``KWS_TEST_MOTO_URL``, ``KWS_TEST_MOTO_PORT``,
 ``KWS_TEST_MOTO_PIDFILE``, ``KWS_TEST_PG_DSN``, ``KWS_TEST_PG_BIN``, ``KWS_TEST_PG_DATA``,
-``KWS_TEST_PG_OPTS`` and ``KWS_TEST_PG_LOG``.
+``KWS_TEST_PG_OPTS``, ``KWS_TEST_PG_LOG`` and ``KWS_TEST_PGBOUNCER_DSN`` (the cluster through
+PgBouncer in transaction mode; ``through_pgbouncer(dsn)`` points a fresh database's DSN at it).
 
 Without those variables, ``require_moto()`` / ``require_postgres()`` skip the test locally but
 fail it when ``CI=true``, so CI can never silently skip the integration suite.
@@ -48,6 +49,7 @@ PG_BIN_ENV = "KWS_TEST_PG_BIN"
 PG_DATA_ENV = "KWS_TEST_PG_DATA"
 PG_OPTS_ENV = "KWS_TEST_PG_OPTS"
 PG_LOG_ENV = "KWS_TEST_PG_LOG"
+PGBOUNCER_DSN_ENV = "KWS_TEST_PGBOUNCER_DSN"
 
 REGION = "us-east-1"
 DUMMY_KEY = "testing"
@@ -116,6 +118,27 @@ def require_postgres() -> str:
     if dsn is None:
         _missing("PostgreSQL", PG_DSN_ENV)
     return dsn
+
+
+def require_pgbouncer() -> str:
+    """PgBouncer's DSN (transaction pooling); skip the test when it is absent (fail when ``CI=true``)."""
+    dsn = os.environ.get(PGBOUNCER_DSN_ENV) or None
+    if dsn is None:
+        _missing("PgBouncer", PGBOUNCER_DSN_ENV)
+    return dsn
+
+
+def through_pgbouncer(dsn: str) -> str:
+    """The same database as ``dsn`` (a direct DSN, e.g. from ``fresh_database``), via PgBouncer.
+
+    PgBouncer's wildcard entry routes any database name to the cluster, so only the host and
+    port change; user, password and query are kept.
+    """
+    bouncer = urllib.parse.urlsplit(require_pgbouncer())
+    parts = urllib.parse.urlsplit(dsn)
+    auth = parts.netloc.rpartition("@")[0]
+    netloc = f"{auth}@{bouncer.hostname}:{bouncer.port}" if auth else f"{bouncer.hostname}:{bouncer.port}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 # -------------------------------------------------------------------------------- moto

@@ -73,6 +73,7 @@ class PostgresStateStore(SqlStateStore):
     """The SQL state machine on PostgreSQL (tested on 15), through a thread-safe pool."""
 
     lock_suffix = " FOR UPDATE"
+    writable_ctes = True  # a fan-in arrival and its job's counters in one statement
 
     def __init__(self, dsn: str, *, maxconn: int = DEFAULT_MAXCONN, minconn: int = 1) -> None:
         if maxconn < 1 or not 0 <= minconn <= maxconn:

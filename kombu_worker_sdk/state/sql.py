@@ -16,6 +16,7 @@ from typing import Any
 
 from kombu_worker_sdk.errors import StateError
 from kombu_worker_sdk.message import NextMessage, TaskMessage
+from kombu_worker_sdk.state import sql_paths
 from kombu_worker_sdk.state.base import (
     Claim,
     ClaimOutcome,
@@ -29,7 +30,7 @@ from kombu_worker_sdk.state.base import (
     TaskRecord,
     TaskStatus,
 )
-from kombu_worker_sdk.state.cancel import JOB_STATUS_OF_TASK, KEEP_CANCELLED_SQL, CancelQueries
+from kombu_worker_sdk.state.cancel import JOB_STATUS_OF_TASK, CancelQueries
 from kombu_worker_sdk.state.dbapi import Cursor
 from kombu_worker_sdk.state.migrations import MIGRATIONS
 from kombu_worker_sdk.state.monitor import MonitorQueries
@@ -38,10 +39,7 @@ from kombu_worker_sdk.state.rows import clean_text, task_record
 TASK_COLUMNS = (
     "task_id, job_id, parent_task_id, status, attempts, error, content_hash, queue, worker_id, updated_at"
 )
-_JOB_STATUS_SQL = (
-    "status = CASE " + KEEP_CANCELLED_SQL + "WHEN failed + %s > 0 THEN 'FAILED' "
-    "WHEN done + %s >= total + %s THEN 'DONE' ELSE 'RUNNING' END"
-)
+_JOB_STATUS_SQL = sql_paths.JOB_STATUS_SQL
 
 
 class SqlStateStore(CancelQueries, MonitorQueries, StateStore):
@@ -49,6 +47,7 @@ class SqlStateStore(CancelQueries, MonitorQueries, StateStore):
 
     placeholder = "%s"
     lock_suffix = ""
+    writable_ctes = False
 
     @abstractmethod
     def _tx(self) -> AbstractContextManager[Cursor]:
@@ -97,8 +96,7 @@ class SqlStateStore(CancelQueries, MonitorQueries, StateStore):
 
     def claim(self, msg: TaskMessage, *, worker_id: str, lease_seconds: float) -> Claim:
         with self._tx() as cur:
-            self._insert_task(cur, msg, None, TaskStatus.PENDING, None)
-            return self._claim_row(cur, msg.task_id, worker_id, lease_seconds, msg.content_hash())
+            return sql_paths.claim(self, cur, msg, worker_id, lease_seconds)
 
     def claim_many(self, requests: Sequence[ClaimRequest], *, lease_seconds: float) -> list[Claim]:
         """One transaction for a micro-batch; rows locked in (job, task) order, as complete_many."""
@@ -106,8 +104,7 @@ class SqlStateStore(CancelQueries, MonitorQueries, StateStore):
         with self._tx() as cur:
             for i in _in_lock_order([msg for msg, _ in requests]):
                 msg, worker = requests[i]
-                self._insert_task(cur, msg, None, TaskStatus.PENDING, None)
-                claims[i] = self._claim_row(cur, msg.task_id, worker, lease_seconds, msg.content_hash())
+                claims[i] = sql_paths.claim(self, cur, msg, worker, lease_seconds)
         return [claims[i] for i in range(len(requests))]
 
     def _claim_existing(self, task_id: str, worker_id: str, lease_seconds: float) -> Claim:
@@ -161,68 +158,18 @@ class SqlStateStore(CancelQueries, MonitorQueries, StateStore):
         self, msg: TaskMessage, children: list[NextMessage], *, default_queue: str | None
     ) -> list[PendingChild]:
         with self._tx() as cur:
-            return self._complete_row(cur, msg, children, default_queue)
+            return sql_paths.complete(self, cur, msg, children, default_queue)
 
     def complete_many(
         self, items: Sequence[Completion], *, default_queue: str | None
     ) -> list[list[PendingChild]]:
+        """One transaction for a micro-batch, rows locked in (job, task) order as claim_many."""
         pending: dict[int, list[PendingChild]] = {}
         with self._tx() as cur:
             for i in _in_lock_order([msg for msg, _ in items]):
                 msg, children = items[i]
-                pending[i] = self._complete_row(cur, msg, children, default_queue)
+                pending[i] = sql_paths.complete(self, cur, msg, children, default_queue)
         return [pending[i] for i in range(len(items))]
-
-    def _complete_row(
-        self, cur: Cursor, msg: TaskMessage, children: list[NextMessage], default_queue: str | None
-    ) -> list[PendingChild]:
-        changed = self._run(
-            cur,
-            "UPDATE kw_tasks SET status = 'DONE', lease_until = NULL, error = NULL, "
-            "updated_at = %s WHERE task_id = %s AND status <> 'DONE'",
-            (time.time(), msg.task_id),
-        ).rowcount
-        if changed:
-            added = sum(self._add_child(cur, msg, child, default_queue) for child in children)
-            self._bump_job(cur, msg.job_id, total=added, done=1)
-        return self._pending_children(cur, msg.task_id)
-
-    def _add_child(
-        self, cur: Cursor, parent: TaskMessage, child: NextMessage, default_queue: str | None
-    ) -> int:
-        """Register one child, or count an arrival at its fan-in barrier; returns rows added."""
-        queue = child.queue or default_queue
-        if child.fan_in is None:
-            return int(self._insert_task(cur, child.task(), parent.task_id, TaskStatus.PENDING, queue))
-        group = f"{parent.job_id}/{child.fan_in.group}"  # barriers never span jobs
-        self._run(
-            cur,
-            "INSERT INTO kw_barriers (group_id, job_id, size, arrived) VALUES (%s, %s, %s, 0) "
-            "ON CONFLICT (group_id) DO NOTHING",
-            (group, parent.job_id, child.fan_in.size),
-        )
-        joined = self._run(
-            cur,
-            "INSERT INTO kw_barrier_members (group_id, member_task_id) VALUES (%s, %s) "
-            "ON CONFLICT DO NOTHING",
-            (group, parent.task_id),
-        ).rowcount
-        if not joined:
-            return 0
-        arrived, size, released = self._run(
-            cur,
-            "UPDATE kw_barriers SET arrived = arrived + 1 WHERE group_id = %s "
-            "RETURNING arrived, size, released_by",
-            (group,),
-        ).fetchone()
-        if arrived < size or released:
-            return 0
-        self._run(
-            cur,
-            "UPDATE kw_barriers SET released_by = %s WHERE group_id = %s",
-            (parent.task_id, group),
-        )
-        return int(self._insert_task(cur, child.task(), parent.task_id, TaskStatus.PENDING, queue))
 
     def retry_later(self, task_id: str, *, error: str, worker_id: str | None = None) -> None:
         with self._tx() as cur:
@@ -315,13 +262,7 @@ class SqlStateStore(CancelQueries, MonitorQueries, StateStore):
             (task_id, job_id, parent, status.value, error, digest, queue, now, body, now),
         ).rowcount
         if added and parent is None:
-            self._run(
-                cur,
-                "INSERT INTO kw_jobs (job_id, status, total, done, failed, created_at, updated_at) "
-                "VALUES (%s, 'RUNNING', 0, 0, 0, %s, %s) ON CONFLICT (job_id) DO NOTHING",
-                (job_id, now, now),
-            )
-            self._bump_job(cur, job_id, total=1)
+            sql_paths.upsert_root_job(self, cur, job_id, now)
         return bool(added)
 
     def _bump_job(self, cur: Cursor, job_id: str, total: int = 0, done: int = 0, failed: int = 0) -> None:

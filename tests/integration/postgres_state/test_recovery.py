@@ -5,15 +5,17 @@ Run with: ``python scripts/services.py -- python -m pytest tests/integration/pos
 
 from __future__ import annotations
 
+import time
 import urllib.parse
 
+import psycopg2
 import pytest
 
 from kombu_worker_sdk.errors import BackendUnavailableError, ConfigError, StateError
 from kombu_worker_sdk.state import TaskStatus
 from kombu_worker_sdk.state.postgres import PostgresStateStore
 from tests.integration.postgres_state.helpers import query, run_together, task
-from tests.servers import start_postgres, stop_postgres
+from tests.servers import connect, start_postgres, stop_postgres
 
 pytestmark = pytest.mark.integration
 
@@ -76,6 +78,7 @@ def test_survives_a_postgresql_restart(dsn: str) -> None:
                 assert secret not in str(info.value.__cause__)
         finally:
             start_postgres()
+        wait_until_answers(dsn)  # a pooler retries its server login on its own schedule
         # The same store works at once: no stale pooled connection fails the first call.
         record = state.get_task("before")
         assert record is not None and record.status is TaskStatus.PENDING
@@ -83,3 +86,25 @@ def test_survives_a_postgresql_restart(dsn: str) -> None:
         run_together(4, lambda i: state.ping())
     finally:
         state.close()
+
+
+def wait_until_answers(dsn: str, timeout: float = 30.0) -> None:
+    """Poll with fresh connections until ``SELECT 1`` works (PgBouncer backs off after an outage)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn = connect(dsn)
+        except psycopg2.OperationalError:
+            conn = None
+        if conn is not None:
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT 1")
+                return
+            except psycopg2.OperationalError:
+                pass
+            finally:
+                conn.close()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{dsn} did not answer within {timeout}s")
+        time.sleep(0.1)
