@@ -88,6 +88,8 @@ def test_device_duty_section_reports_every_consumer_and_prints_the_duty_line_las
             "f",
             "--device-backlog",
             "8",
+            "--repeats",
+            "1",
             "--out-dir",
             str(out),
             "--no-chart",
@@ -108,6 +110,7 @@ def test_device_duty_section_reports_every_consumer_and_prints_the_duty_line_las
         "celery_solo",
         "celery_threads_8",
     }
+    assert f["repeats"] == 1
     for name, run in [*f["runs"].items(), ("moto", f["moto"])]:
         assert run["processed"] == 8, name  # the whole backlog, well inside the time cap
         assert run["items"] == 8, name  # each message reached the device once
