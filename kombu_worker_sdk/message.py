@@ -12,10 +12,11 @@ import functools
 import hashlib
 import json
 import re
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Self
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from kombu_worker_sdk.decoding import ID_PATTERN, JSON_CONTENT_TYPES, decode_body, readable_id
 from kombu_worker_sdk.errors import InvalidMessageError, UnsafeURIError
@@ -77,7 +78,6 @@ class TaskMessage(BaseModel):
     output_prefix: str = Field(max_length=1024)
     params: dict[str, Any] = Field(default_factory=dict)
     trace_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9\-]{1,64}$")
-    _content_hash: str | None = PrivateAttr(default=None)
 
     @field_validator("input_uri")
     @classmethod
@@ -119,11 +119,21 @@ class TaskMessage(BaseModel):
         Computed once per message (claim, completion and failure all ask): the model is
         frozen, and ``trace_id``, the one field ``model_copy`` changes, is not hashed.
         """
-        if self._content_hash is None:
-            core = self.model_dump(include={"job_id", "task_id", "input_uri", "output_prefix", "params"})
-            canonical = json.dumps(core, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-            self._content_hash = hashlib.sha256(canonical.encode()).hexdigest()
-        return self._content_hash
+        return self._digest
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy; the remembered content hash goes unless only ``trace_id`` changed."""
+        copy = super().model_copy(update=update, deep=deep)
+        if update and set(update) - {"trace_id"}:
+            copy.__dict__.pop("_digest", None)
+        return copy
+
+    @functools.cached_property
+    def _digest(self) -> str:
+        # A cached_property, not a private attribute: pydantic's == ignores it.
+        core = self.model_dump(include={"job_id", "task_id", "input_uri", "output_prefix", "params"})
+        canonical = json.dumps(core, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class FanIn(BaseModel):

@@ -16,7 +16,7 @@ from typing import Any
 
 from kombu_worker_sdk.errors import StateError
 from kombu_worker_sdk.message import NextMessage, TaskMessage
-from kombu_worker_sdk.state import sql_paths
+from kombu_worker_sdk.state import sql_batch, sql_paths
 from kombu_worker_sdk.state.base import (
     Claim,
     ClaimOutcome,
@@ -99,13 +99,9 @@ class SqlStateStore(CancelQueries, MonitorQueries, StateStore):
             return sql_paths.claim(self, cur, msg, worker_id, lease_seconds)
 
     def claim_many(self, requests: Sequence[ClaimRequest], *, lease_seconds: float) -> list[Claim]:
-        """One transaction for a micro-batch; rows locked in (job, task) order, as complete_many."""
-        claims: dict[int, Claim] = {}
+        """One transaction, a few multi-row statements, for a micro-batch (``sql_batch``)."""
         with self._tx() as cur:
-            for i in _in_lock_order([msg for msg, _ in requests]):
-                msg, worker = requests[i]
-                claims[i] = sql_paths.claim(self, cur, msg, worker, lease_seconds)
-        return [claims[i] for i in range(len(requests))]
+            return sql_batch.claim_batch(self, cur, requests, lease_seconds)
 
     def _claim_existing(self, task_id: str, worker_id: str, lease_seconds: float) -> Claim:
         with self._tx() as cur:
@@ -163,13 +159,9 @@ class SqlStateStore(CancelQueries, MonitorQueries, StateStore):
     def complete_many(
         self, items: Sequence[Completion], *, default_queue: str | None
     ) -> list[list[PendingChild]]:
-        """One transaction for a micro-batch, rows locked in (job, task) order as claim_many."""
-        pending: dict[int, list[PendingChild]] = {}
+        """One transaction, a few multi-row statements, for a micro-batch (``sql_batch``)."""
         with self._tx() as cur:
-            for i in _in_lock_order([msg for msg, _ in items]):
-                msg, children = items[i]
-                pending[i] = sql_paths.complete(self, cur, msg, children, default_queue)
-        return [pending[i] for i in range(len(items))]
+            return sql_batch.complete_batch(self, cur, items, default_queue)
 
     def retry_later(self, task_id: str, *, error: str, worker_id: str | None = None) -> None:
         with self._tx() as cur:
@@ -330,8 +322,3 @@ class SqlStateStore(CancelQueries, MonitorQueries, StateStore):
     def ping(self) -> None:
         with self._tx() as cur:
             self._run(cur, "SELECT 1").fetchone()
-
-
-def _in_lock_order(msgs: Sequence[TaskMessage]) -> list[int]:
-    """Positions sorted by (job, task): two batches lock shared rows in one order, never a cycle."""
-    return sorted(range(len(msgs)), key=lambda i: (msgs[i].job_id, msgs[i].task_id))
