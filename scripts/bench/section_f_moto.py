@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +37,16 @@ def seed(sqs: Any, s3: Any, url: str, n: int) -> None:
             {"Id": str(k), "MessageBody": json.dumps(b)} for k, b in enumerate(bodies[start : start + 10])
         ]
         sqs.send_message_batch(QueueUrl=url, Entries=entries)
+
+
+def s3_operations(counts: Counter[str]) -> dict[str, int]:
+    """The proxy's S3 counts ("PUT /bench/jobs/…") by method and target: a bucket (a listing,
+    find_result) or an object (a read or a write)."""
+    ops: Counter[str] = Counter()
+    for key, count in counts.items():
+        method, _, path = key.partition(" ")
+        ops[f"{method} {'bucket' if path.strip('/').count('/') == 0 else 'object'}"] += count
+    return dict(sorted(ops.items()))
 
 
 def run_over_moto(s: Settings, device_hooks: Callable[[Any], Any], world_cls: Callable[[Any], Any]) -> Result:
@@ -91,7 +102,7 @@ def run_over_moto(s: Settings, device_hooks: Callable[[Any], Any], world_cls: Ca
         {
             "batch_size": BATCH,
             "sqs_requests": dict(sqs_proxy.snapshot()),
-            "s3_requests": dict(s3_proxy.snapshot()),
+            "s3_requests": s3_operations(s3_proxy.snapshot()),
             "note": MOTO_NOTE,
         }
     )

@@ -121,4 +121,6 @@ def test_device_duty_section_reports_every_consumer_and_prints_the_duty_line_las
         inputs = requests.get("read", 0) + requests.get("open", 0)  # the SDK may prefetch by streaming
         assert requests["find_result"] == 8 and inputs == 8 and requests["put"] == 16, name
     assert f["runs"]["kombu_worker_b8"]["mean_batch"] > 1  # micro-batches reached the device
-    assert f["moto"]["s3_requests"] and f["moto"]["sqs_requests"]  # the real clients, through the proxies
+    # the real clients, through the proxies: per message one listing, one input read, two writes
+    assert f["moto"]["s3_requests"] == {"GET bucket": 8, "GET object": 8, "PUT object": 16}
+    assert f["moto"]["sqs_requests"]["ReceiveMessage"] >= 1
