@@ -2,7 +2,7 @@
 
 Nothing here imports OpenTelemetry. With no ``OTEL_*`` variable set the active tracing is
 :class:`Tracing`, whose methods return at once, so a worker without the ``[otel]`` extra pays
-nothing. :func:`install_from_env` swaps in :class:`~.otel.OtelTracing` when
+nothing. :func:`~.tracing_env.install_from_env` swaps in :class:`~.otel.OtelTracing` when
 ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or the traces endpoint, or ``OTEL_TRACES_EXPORTER``) is set.
 
 The W3C ``traceparent`` travels beside each message (an SQS message attribute, a Kombu
@@ -12,12 +12,9 @@ contract for producers that cannot set attributes, and the trace is derived from
 
 from __future__ import annotations
 
-import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
-
-from kombu_worker_sdk.errors import ConfigError
 
 if TYPE_CHECKING:
     from kombu_worker_sdk.message import TaskMessage
@@ -27,16 +24,6 @@ TRACEPARENT = "traceparent"
 ATTRIBUTE_NAMES = (TRACEPARENT, "tracestate")
 #: Where the delivery leaves what the task span needs (``TaskRun.extras``).
 DELIVERY_KEY = "otel.delivery"
-ENDPOINT_VARIABLES = (
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
-    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-    "OTEL_TRACES_EXPORTER",
-)
-MISSING_EXTRA = (
-    "{var} is set but OpenTelemetry is not installed: pip install 'kombu-worker-sdk[otel]' "
-    "(or unset the OTEL_* variables)"
-)
-
 StageCall = Callable[[], dict[int, BaseException]]
 
 
@@ -63,15 +50,6 @@ class TaskRun(Protocol):
 
     @property
     def runtime(self) -> Any: ...
-
-
-def wanted(environ: Mapping[str, str] = os.environ) -> str | None:
-    """The variable that asks for tracing, or None: the standard OTEL switches decide."""
-    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-        return None
-    if environ.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "none":
-        return None
-    return next((name for name in ENDPOINT_VARIABLES if environ.get(name, "").strip()), None)
 
 
 class Tracing:
@@ -128,19 +106,6 @@ def install(tracing: Tracing) -> Tracing:
     global _active
     previous, _active = _active, tracing
     return previous
-
-
-def install_from_env(service_name: str, environ: Mapping[str, str] = os.environ) -> Tracing:
-    """Turn tracing on if the OTEL variables ask for it; a missing extra is one ConfigError."""
-    variable = wanted(environ)
-    if variable is None or _active.enabled:
-        return _active
-    try:
-        from kombu_worker_sdk.observability.otel import OtelTracing
-    except ImportError:
-        raise ConfigError(MISSING_EXTRA.format(var=variable)) from None
-    install(OtelTracing.from_env(service_name))
-    return _active
 
 
 def delivery_fields(

@@ -19,7 +19,7 @@ from typing import Any
 from kombu_worker_sdk.config import WorkerConfig
 from kombu_worker_sdk.logs import configure_logging
 from kombu_worker_sdk.masking import mask_url
-from kombu_worker_sdk.observability import tracing
+from kombu_worker_sdk.observability import tracing_env
 from kombu_worker_sdk.observability.health import HealthServer
 from kombu_worker_sdk.observability.metrics import METRICS
 from kombu_worker_sdk.signals import hooks_key, models
@@ -38,7 +38,7 @@ HAND_BACK_SECONDS = 3.0
 def serve(config: WorkerConfig, hooks: Any, *, max_messages: int | None = None) -> int:
     """Run a worker until stopped; returns the process exit status."""
     configure_logging(config.log_level)
-    traces = tracing.install_from_env(SERVICE_NAME)  # a no-op unless OTEL_* variables are set
+    traces = tracing_env.install_from_env(SERVICE_NAME)  # a no-op unless OTEL_* variables are set
     runtime = build_runtime(config, hooks)
     runtime.state.upgrade()
     deliveries = delivery_factory(runtime)  # checks the queues before the model loads
