@@ -110,7 +110,9 @@ def test_a_body_trace_id_that_is_not_hex_still_names_one_trace(
     make_worker: Any, exporter: InMemorySpanExporter
 ) -> None:
     run_job(make_worker, exporter, "tn", trace_id="order-42")
-    assert {s.context.trace_id for s in exporter.get_finished_spans() if s.context} == {trace_id_of("order-42")}
+    assert {s.context.trace_id for s in exporter.get_finished_spans() if s.context} == {
+        trace_id_of("order-42")
+    }
 
 
 def test_the_hooks_log_lines_carry_the_task_span_ids(
