@@ -9,6 +9,7 @@ task that sent them, messaging attributes from the SQS record, stage spans insid
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -150,3 +151,25 @@ def test_three_workers_export_one_trace_parented_across_sqs(stack: Stack, collec
             if r.span.parent_span_id == span.span_id and r.span.kind == Span.SpanKind.SPAN_KIND_INTERNAL
         ]
         assert sorted(inside) == sorted(CORE_ORDER)
+
+
+def test_a_producers_sqs_traceparent_parents_the_task_and_follows_its_dead_letter_back(
+    stack: Stack, collector: Collector
+) -> None:
+    producer = f"00-{TRACE}-b7ad6b7169203331-01"
+    stack.sqs.send_message(
+        QueueUrl=stack.queues["in"],
+        MessageBody=json.dumps(split(stack, "o2", parts=1, permanent=True)),
+        MessageAttributes={"traceparent": {"DataType": "String", "StringValue": producer}},
+    )
+    otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "200"}
+    stack.start_worker(env=stack.env("in", "next", **otel))
+    wait_for(lambda: "o2-split" in collector.tasks(), timeout=60, interval=0.2)
+    assert stack.stop_workers() == [0]
+    span = collector.tasks()["o2-split"].span
+    assert span.trace_id.hex() == TRACE and span.parent_span_id.hex() == "b7ad6b7169203331"
+    assert span.status.code == span.status.STATUS_CODE_ERROR
+    assert attribute(span, "kombu_worker.disposition") == "dead_letter"
+    assert stack.cli("dlq", "redrive", env=stack.env("in", "next")).returncode == 0
+    redriven = stack.receive_all("in")
+    assert [m["MessageAttributes"]["traceparent"]["StringValue"] for m in redriven] == [producer]
