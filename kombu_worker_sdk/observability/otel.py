@@ -25,13 +25,15 @@ from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from kombu_worker_sdk.errors import ConfigError, SkipMessage
+from kombu_worker_sdk.errors import ConfigError, HoldMessage, SkipMessage
 from kombu_worker_sdk.observability.tracing import (
     DELIVERY_KEY,
+    Message,
     StageCall,
     TaskRun,
     Tracing,
     current_traceparent,
+    task_id_of,
 )
 from kombu_worker_sdk.version import __version__
 
@@ -123,13 +125,13 @@ class OtelTracing(Tracing):
             )
         if outcome is not None:
             span.set_attribute("kombu_worker.disposition", outcome.disposition.value)
-            if outcome.disposition.value != "ack":
+            if outcome.disposition.value != "ack" and not isinstance(outcome.error, HoldMessage):
                 span.set_status(Status(StatusCode.ERROR, outcome.reason[:500]))
         span.end()
 
-    def outgoing(self, task_ids: Sequence[str | None]) -> list[str | None] | None:
+    def outgoing(self, msgs: Sequence[Message]) -> list[str | None] | None:
         runs = _producing.get()
-        return [self._parent_of(task_id, runs) for task_id in task_ids]
+        return [self._parent_of(task_id_of(msg), runs) for msg in msgs]
 
     def log_ids(self) -> tuple[str, str] | None:
         context = trace.get_current_span().get_span_context()
@@ -150,7 +152,7 @@ class OtelTracing(Tracing):
 
     def _start_task(self, run: TaskRun, started: int) -> Span:
         fields: dict[str, Any] = run.extras.get(DELIVERY_KEY) or {}
-        parent = self._remote_parent(fields.get("traceparent"), fields.get("tracestate"))
+        parent = self._remote_parent(fields.get("traceparent"))
         destination = fields.get("destination") or run.runtime.config.queue
         attributes: dict[str, Any] = {
             "messaging.system": fields.get("system") or "kombu",
@@ -176,11 +178,11 @@ class OtelTracing(Tracing):
         finally:
             _root_trace_id.reset(token)
 
-    def _remote_parent(self, traceparent: str | None, tracestate: str | None) -> otel_context.Context | None:
+    def _remote_parent(self, traceparent: str | None) -> otel_context.Context | None:
+        """The producer's span from a W3C traceparent; None if absent or malformed."""
         if not traceparent:
             return None
-        carrier = {"traceparent": traceparent, **({"tracestate": tracestate} if tracestate else {})}
-        context = self.propagator.extract(carrier, context=otel_context.Context())
+        context = self.propagator.extract({"traceparent": traceparent}, context=otel_context.Context())
         return context if trace.get_current_span(context).get_span_context().is_valid else None
 
     def _stage_span(

@@ -19,9 +19,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from kombu_worker_sdk.message import TaskMessage
 
+#: A message as publishers take it: a TaskMessage or a dict with its fields.
+Message = Any
+
 TRACEPARENT = "traceparent"
 #: The message attributes the SQS receive asks for (Kombu's ``fetch_message_attributes``).
-ATTRIBUTE_NAMES = (TRACEPARENT, "tracestate")
+ATTRIBUTE_NAMES = (TRACEPARENT,)
 #: Where the delivery leaves what the task span needs (``TaskRun.extras``).
 DELIVERY_KEY = "otel.delivery"
 StageCall = Callable[[], dict[int, BaseException]]
@@ -64,8 +67,8 @@ class Tracing:
     def end_task(self, run: TaskRun) -> None:
         """The run has its outcome and its after-hooks ran."""
 
-    def outgoing(self, task_ids: Sequence[str | None]) -> list[str | None] | None:
-        """The traceparent to send beside each message (by task id), or None for none at all.
+    def outgoing(self, msgs: Sequence[Message]) -> list[str | None] | None:
+        """The traceparent to send beside each message, or None for none at all.
 
         Off, a producer's own OpenTelemetry (an app that imported it) still parents what
         it sends, through its current span; nothing is imported that the app did not.
@@ -73,7 +76,7 @@ class Tracing:
         if "opentelemetry.trace" not in sys.modules:
             return None
         parent = current_traceparent()
-        return [parent] * len(task_ids) if parent else None
+        return [parent] * len(msgs) if parent else None
 
     def log_ids(self) -> tuple[str, str] | None:
         """(trace_id, span_id) of the current span, for log lines that have none."""
@@ -81,6 +84,12 @@ class Tracing:
 
     def shutdown(self) -> None:
         """Flush what is buffered (the worker is stopping)."""
+
+
+def task_id_of(msg: Message) -> str | None:
+    """A published message's task id, whether it is a TaskMessage or a dict."""
+    task_id = msg.get("task_id")  # TaskMessage.get reads its fields like a dict
+    return task_id if isinstance(task_id, str) else None
 
 
 def current_traceparent() -> str | None:

@@ -21,11 +21,6 @@ from kombu_worker_sdk.message import TaskMessage
 from kombu_worker_sdk.observability import tracing
 
 
-def task_id_of(msg: TaskMessage | Mapping[str, Any]) -> str | None:
-    task_id = msg.task_id if isinstance(msg, TaskMessage) else msg.get("task_id")
-    return task_id if isinstance(task_id, str) else None
-
-
 def as_task(msg: TaskMessage | Mapping[str, Any]) -> TaskMessage:
     """A message as a validated TaskMessage (dicts are checked against the contract)."""
     return msg if isinstance(msg, TaskMessage) else TaskMessage.model_validate(dict(msg))
@@ -57,7 +52,7 @@ class Publisher(ABC):
         items = list(msgs)
         bodies = self.check(queue, items)
         if bodies:
-            self._send(queue, bodies, tracing.active().outgoing([task_id_of(m) for m in items]))
+            self._send(queue, bodies, tracing.active().outgoing(items))
         return len(bodies)
 
     def check(self, queue: str, msgs: Iterable[TaskMessage | Mapping[str, Any]]) -> list[str]:
