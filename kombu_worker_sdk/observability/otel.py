@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+import traceback
 from collections.abc import Sequence
 from contextvars import ContextVar, Token
 from typing import Any
@@ -26,6 +27,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from kombu_worker_sdk.errors import ConfigError, HoldMessage, SkipMessage
+from kombu_worker_sdk.masking import mask_url
 from kombu_worker_sdk.observability.tracing import (
     DELIVERY_KEY,
     Message,
@@ -201,8 +203,10 @@ class OtelTracing(Tracing):
                 type(error).__name__,
             )
             if not isinstance(error, SkipMessage):
-                span.record_exception(error)
-                span.set_status(Status(StatusCode.ERROR, str(error)[:500]))
+                message = mask_url(str(error))[:2000]  # spans leave the process: no URL passwords
+                stack = mask_url("".join(traceback.format_exception(error)))
+                span.record_exception(error, {"exception.message": message, "exception.stacktrace": stack})
+                span.set_status(Status(StatusCode.ERROR, message[:500]))
         span.end(end_time=ended)
 
     @staticmethod

@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from kombu_worker_sdk import WorkerHooks
 from kombu_worker_sdk.observability import tracing
 from kombu_worker_sdk.observability.otel import OtelTracing, trace_id_of
 from kombu_worker_sdk.pipeline import CORE_ORDER
@@ -146,5 +147,30 @@ def test_a_producers_traceparent_parents_the_task_and_stays_on_its_dead_letter(
     hooks = [s for s in exporter.get_finished_spans() if s.name == "hooks"]
     assert hooks[0].status.status_code is StatusCode.ERROR
     assert [e.name for e in hooks[0].events] == ["exception"]
+    assert hooks[0].events[0].attributes is not None
+    assert hooks[0].events[0].attributes["exception.type"].endswith("PermanentError")
     letters = wait_for(running.dead_letters)
     assert [headers["traceparent"] for _, headers in letters] == [producer]
+
+
+class LeakyHooks(WorkerHooks):
+    def load_pipeline(self, ctx: Any) -> None:
+        return None
+
+    def process(self, ctx: Any, msg: Any) -> Any:
+        raise RuntimeError("cannot reach postgresql://app:s3cret@db:5432/jobs")
+
+    def publish_next(self, ctx: Any, msg: Any, outputs: Any) -> list[dict[str, Any]]:
+        return []
+
+
+def test_exported_errors_carry_no_url_password(make_worker: Any, exporter: InMemorySpanExporter) -> None:
+    running = make_worker(LeakyHooks(), max_attempts=1)
+    running.send(split_message("tp", parts=1))
+    wait_for(lambda: "tp-split" in task_spans(exporter))
+    exported = [(s.status.description or "", s.events) for s in exporter.get_finished_spans()]
+    texts = [text for text, _ in exported] + [
+        str(dict(e.attributes or {})) for _, events in exported for e in events
+    ]
+    assert any("postgresql://app:***@db:5432/jobs" in t for t in texts)
+    assert not any("s3cret" in t for t in texts)
