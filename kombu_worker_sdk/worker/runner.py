@@ -19,6 +19,7 @@ from typing import Any
 from kombu_worker_sdk.config import WorkerConfig
 from kombu_worker_sdk.logs import configure_logging
 from kombu_worker_sdk.masking import mask_url
+from kombu_worker_sdk.observability import tracing_env
 from kombu_worker_sdk.observability.health import HealthServer
 from kombu_worker_sdk.observability.metrics import METRICS
 from kombu_worker_sdk.signals import hooks_key, models
@@ -28,6 +29,8 @@ from kombu_worker_sdk.worker.consumer import Worker
 from kombu_worker_sdk.worker.runtime import build_runtime
 
 EXIT_NOW = 130
+#: OpenTelemetry's ``service.name`` unless OTEL_SERVICE_NAME says otherwise.
+SERVICE_NAME = "kombu-worker"
 #: On a second signal, the most time spent handing claims back before exiting.
 HAND_BACK_SECONDS = 3.0
 
@@ -35,6 +38,7 @@ HAND_BACK_SECONDS = 3.0
 def serve(config: WorkerConfig, hooks: Any, *, max_messages: int | None = None) -> int:
     """Run a worker until stopped; returns the process exit status."""
     configure_logging(config.log_level)
+    traces = tracing_env.install_from_env(SERVICE_NAME)  # a no-op unless OTEL_* variables are set
     runtime = build_runtime(config, hooks)
     runtime.state.upgrade()
     deliveries = delivery_factory(runtime)  # checks the queues before the model loads
@@ -62,6 +66,7 @@ def serve(config: WorkerConfig, hooks: Any, *, max_messages: int | None = None) 
         if health is not None:
             health.stop()
         runtime.close()
+        traces.shutdown()  # export the last spans before the process ends
         runtime.logger.info("worker %s stopped after %d message(s)", runtime.worker_id, worker.settled)
     if unfinished:
         flush_and_exit(0)  # hook threads still running cannot be joined: leave without them
