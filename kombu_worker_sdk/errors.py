@@ -25,7 +25,9 @@ catch the whole family in one clause. The tree::
     ├── PublishError                 fan-out could not be sent
     │   └── MessageTooLargeError     a child exceeds the queue's size limit
     ├── HookError                    a user hook raised (transient: retried)
-    │   └── PermanentError           raised by a hook to skip the retries
+    │   ├── PermanentError           raised by a hook to skip the retries
+    │   └── TimeLimitExceeded        a hook overran its hard time limit (the process exits)
+    │       └── SoftTimeLimitExceeded    raised inside the hook at its soft time limit
     └── FlowControl                  not failures: signals that steer the pipeline
         ├── SkipMessage              ack without further work (duplicate, already done)
         ├── RetryMessage             retry later, after ``delay`` seconds
@@ -151,6 +153,22 @@ class HookError(WorkerSDKError):
 
 class PermanentError(HookError):
     """Raise from a hook when retrying cannot help: the task fails at once."""
+
+
+class TimeLimitExceeded(HookError):
+    """A hook ran past its hard time limit (Celery's ``TimeLimitExceeded``).
+
+    A thread cannot be killed, so the worker records the attempt with this error,
+    hands its other messages back and exits (``worker.limits.EXIT_TIME_LIMIT``).
+    """
+
+
+class SoftTimeLimitExceeded(TimeLimitExceeded):
+    """Raised inside the hook at its soft time limit (Celery's ``SoftTimeLimitExceeded``).
+
+    A hook may catch it to clean up; uncaught, it fails the attempt like any HookError.
+    ``ctx.check_time_limit()`` raises it too, for a hook that checks between steps.
+    """
 
 
 class FlowControl(WorkerSDKError):
