@@ -170,6 +170,9 @@ class SoftTimeLimitExceeded(TimeLimitExceeded):
     ``ctx.check_time_limit()`` raises it too, for a hook that checks between steps.
     """
 
+    def __init__(self, message: str = "the hook ran past its soft time limit"):
+        super().__init__(message)
+
 
 class FlowControl(WorkerSDKError):
     """Base of the signals that steer the pipeline rather than report a failure."""
@@ -180,7 +183,13 @@ class SkipMessage(FlowControl):
 
 
 class RetryMessage(FlowControl):
-    """Stop the pipeline and retry the message after ``delay`` seconds."""
+    """Stop the pipeline and retry the message after ``delay`` seconds.
+
+    With ``delay`` (a throttle: the Retry-After of a 429) the worker keeps the message
+    and runs it again after the delay without using an attempt: no SQS receive is
+    counted and ``max_attempts`` is not approached. Without it, the retry is an attempt,
+    after the usual backoff.
+    """
 
     def __init__(self, reason: str, *, delay: float | None = None):
         super().__init__(reason)

@@ -34,7 +34,9 @@ def parse_rate(text: str) -> float:
     """``"10/s"``, ``"600/m"``, ``"3600/h"`` (Celery's forms) as starts per second."""
     match = _RATE.match(text)
     if not match or float(match.group(1)) <= 0:
-        raise ConfigError(f"rate_limit {text!r}: expected a positive count per unit, e.g. 10/s, 600/m, 3600/h")
+        raise ConfigError(
+            f"rate_limit {text!r}: expected a positive count per unit, e.g. 10/s, 600/m, 3600/h"
+        )
     return float(match.group(1)) / _PER[match.group(2)]
 
 
@@ -116,3 +118,44 @@ class Deadline:
         left = self.time_left()
         if left is not None and left <= 0:
             raise SoftTimeLimitExceeded(f"time limit passed {-left:.1f}s ago")
+
+
+# -- interrupting the hook's thread at its soft limit ------------------------------
+# CPython delivers an exception set by PyThreadState_SetAsyncExc the next time that
+# thread runs Python bytecode. Pure-Python code is interrupted within a few bytecodes;
+# a thread blocked in C (time.sleep, a socket read without a timeout, a CUDA call, a
+# lock acquire) gets it only when the call returns, which for a real hang is never:
+# that is what the hard limit is for.
+_in_hook: dict[int, bool] = {}
+_in_hook_lock = threading.Lock()
+
+
+class interruptible:
+    """Marks the calling thread as inside a user hook: the only place it may be interrupted."""
+
+    def __enter__(self) -> None:
+        with _in_hook_lock:
+            _in_hook[threading.get_ident()] = True
+
+    def __exit__(self, *exc: object) -> None:
+        ident = threading.get_ident()
+        with _in_hook_lock:
+            sent = _in_hook.pop(ident, True) is False
+        if sent:  # the hook returned before the exception landed: drop it, it is too late
+            _set_async_exc(ident, None)
+
+
+def interrupt(ident: int) -> bool:
+    """Raise SoftTimeLimitExceeded in thread ``ident`` if it is inside a hook; once per window."""
+    with _in_hook_lock:
+        if not _in_hook.get(ident):
+            return False
+        _in_hook[ident] = False  # sent: a stale mark never sends a second one
+        return _set_async_exc(ident, SoftTimeLimitExceeded) == 1
+
+
+def _set_async_exc(ident: int, exc: type[BaseException] | None) -> int:
+    import ctypes
+
+    target = ctypes.py_object(exc) if exc is not None else None
+    return int(ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), target))

@@ -7,6 +7,7 @@ from typing import Any
 
 from kombu_worker_sdk.errors import FlowControl, HookError, PermanentError, WorkerSDKError
 from kombu_worker_sdk.hooks import Outputs, overrides_batch
+from kombu_worker_sdk.limits import interruptible
 from kombu_worker_sdk.pipeline import Stage, TaskRun
 from kombu_worker_sdk.signals import task_postrun, task_prerun
 from kombu_worker_sdk.worker.faults import fault_point
@@ -61,7 +62,7 @@ class HooksStage(Stage):
 
 def _call_hook(run: TaskRun, fn: Any, *args: Any) -> Any:
     try:
-        with run.runtime.hook_gate.entered():
+        with run.runtime.hook_gate.entered(), interruptible():  # the soft time limit lands in here
             return fn(*args)
     except Exception as exc:
         raise _wrap(exc) from exc
