@@ -219,7 +219,11 @@ class Worker(Settling, ConsumerMixin):  # type: ignore[misc]
     def run_on_device(self, batch: list[Delivery]) -> None:
         """A device thread's turn: the hooks over one micro-batch, then its finish is queued."""
         throttle = self.throttle
-        if self.should_stop or (throttle and not throttle.acquire(len(batch), lambda: self.should_stop)):
+        if (
+            self.stopped()
+            or not self.admit(batch)
+            or (throttle and not throttle.acquire(len(batch), self.stopped))
+        ):
             self.abandon(batch)  # the stop came while these waited ready: never start them
             return
         self._mark(batch, "device")

@@ -1,8 +1,8 @@
 """Worker recycling: Celery's ``worker_max_tasks_per_child`` / ``worker_max_memory_per_child``.
 
 A tokenizer that grows with every request, or fragmentation creeping towards an
-OOM kill, is cured by a fresh process. After each settled message the worker asks
-:meth:`Recycler.due`; past ``max_tasks_per_worker`` tasks or ``max_memory_mb`` of
+OOM kill, is cured by a fresh process. Before each batch reaches the device it asks
+:meth:`Recycler.admit`; past ``max_tasks_per_worker`` tasks or ``max_memory_mb`` of
 resident memory it stops receiving, drains (held and prefetched messages handed
 back at once, running ones finished within the grace) and exits 0, and the
 container restart loads the model again. ``/readyz`` fails while it drains, and
@@ -51,24 +51,30 @@ class Recycler:
     def enabled(self) -> bool:
         return self.max_tasks is not None or self.max_memory_mb is not None
 
-    def due(self, settled: int) -> bool:
-        """True once, when a limit is first reached; the reason is kept for /readyz and the log."""
-        self.tasks = settled
-        if self.reason is not None or not self.enabled:
+    def admit(self, count: int) -> bool:
+        """Before a batch of ``count`` reaches the device: may it start?
+
+        Memory is read here, between messages. Past ``max_memory_mb`` the batch is
+        refused (handed back by the drain); the batch that reaches ``max_tasks_per_worker``
+        is the last one admitted. Either way :attr:`reason` is set, once.
+        """
+        if self.reason is not None:
             return False
-        if self.max_tasks is not None and settled >= self.max_tasks:
-            self.reason = f"max_tasks_per_worker {self.max_tasks} reached"
-        elif self.max_memory_mb is not None:
+        if self.max_memory_mb is not None:
             resident = resident_bytes() / MB
             if resident >= self.max_memory_mb:
                 self.reason = f"max_memory_mb {self.max_memory_mb} reached ({resident:.0f} MB resident)"
-        return self.reason is not None
+                return False
+        self.tasks += count
+        if self.max_tasks is not None and self.tasks >= self.max_tasks:
+            self.reason = f"max_tasks_per_worker {self.max_tasks} reached"
+        return True
 
     def describe(self) -> str:
         """For the start-up log: each limit and how close the worker is to it."""
         parts = []
         if self.max_tasks is not None:
-            parts.append(f"after {self.max_tasks} tasks ({self.tasks} done)")
+            parts.append(f"after {self.max_tasks} tasks ({self.tasks} started)")
         if self.max_memory_mb is not None:
             parts.append(f"at {self.max_memory_mb} MB resident ({resident_bytes() / MB:.0f} MB now)")
         return "recycling " + (" or ".join(parts) if parts else "off")

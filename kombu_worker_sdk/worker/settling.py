@@ -146,9 +146,21 @@ class Settling:
             self.last_progress = time.monotonic()
             if self.max_messages is not None and self.settled >= self.max_messages:
                 self.should_stop = True
-        if counted and self.recycler.due(self.settled):  # between messages: drain, then exit 0
+
+    def stopped(self) -> bool:
+        return bool(self.should_stop)
+
+    def admit(self, batch: list[Delivery]) -> bool:
+        """Before a batch reaches the device: False once a recycling limit refuses it.
+
+        When a limit is reached the worker stops receiving; the drain hands the rest back
+        and the runner exits 0 (``worker.recycle``).
+        """
+        admitted = bool(self.recycler.admit(len(batch)))
+        if self.recycler.reason is not None and not self.should_stop:
             self.runtime.logger.warning("recycling (%s): draining, then exiting", self.recycler.reason)
             self.should_stop = True
+        return admitted
 
     def abandon(self, deliveries: list[Delivery]) -> None:
         """Release messages that will not finish here, handing their claimed tasks back.
