@@ -94,8 +94,8 @@ class RecycleCollector(Collector):
         if recycler is None:
             return
         yield GaugeMetricFamily(
-            "kombu_worker_tasks_settled",
-            "Messages settled by this process (max_tasks_per_worker counts these).",
+            "kombu_worker_tasks_started",
+            "Messages whose hooks this process started (max_tasks_per_worker counts these).",
             value=recycler.tasks,
         )
         limits = GaugeMetricFamily(
