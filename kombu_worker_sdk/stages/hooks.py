@@ -25,6 +25,7 @@ class HooksStage(Stage):
         try:
             run.outputs = check_outputs(_call_hook(run, hooks.process, ctx, msg))
             fault_point("during_hooks")
+            fault_point("hang_in_hooks")  # a hang at the hooks boundary: the hard time limit's case
         finally:
             task_postrun.send(hooks, task_id=msg.task_id, message=msg, ctx=ctx, outputs=run.outputs)
 
