@@ -156,3 +156,32 @@ def test_the_time_limit_errors_sit_in_the_one_hierarchy() -> None:
     assert issubclass(SoftTimeLimitExceeded, TimeLimitExceeded)
     assert issubclass(TimeLimitExceeded, HookError)
     assert not issubclass(TimeLimitExceeded, ConfigError)
+
+
+def test_the_interrupt_waits_out_a_blocking_c_call_and_reaches_only_a_thread_inside_a_hook() -> None:
+    from kombu_worker_sdk.limits import interrupt, interruptible
+
+    in_c_call, release, seen = threading.Event(), threading.Event(), []
+
+    def hook() -> None:
+        try:
+            with interruptible():
+                in_c_call.set()
+                release.wait()  # blocking C call: the exception cannot land in here
+                while True:  # the first Python bytecodes after it returns: it lands here
+                    pass
+        except SoftTimeLimitExceeded as exc:
+            seen.append(exc)
+
+    thread = threading.Thread(target=hook, daemon=True)
+    idle = threading.Thread(target=release.wait, daemon=True)
+    thread.start()
+    idle.start()
+    assert in_c_call.wait(10)
+    assert interrupt(idle.ident or 0) is False, "a thread outside any hook is never interrupted"
+    assert interrupt(thread.ident or 0) is True
+    assert interrupt(thread.ident or 0) is False, "one interrupt per hook call"
+    assert seen == [] and thread.is_alive(), "still blocked in C"
+    release.set()
+    thread.join(10)
+    assert len(seen) == 1 and not thread.is_alive()
