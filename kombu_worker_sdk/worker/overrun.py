@@ -6,7 +6,8 @@ its process, so the process ends (as Celery's hard limit kills its pool child):
 1. each overrun message is settled at once, so the heartbeat stops extending it, and
    records the attempt with :class:`~kombu_worker_sdk.errors.TimeLimitExceeded`:
    ``state.retry_later`` and a retry after the usual backoff, or, once the task has
-   used ``max_attempts`` (the SQS receive count, or the state store's claim count),
+   used ``max_attempts`` (:func:`attempts_used`: the SQS receive count, or on the embedded
+   queues the state store's claim count),
    FAILED and dead-lettered, like any other failure: a poison input that hangs the
    model cannot take the fleet down for ever;
 2. the other prefetched messages are handed back (the drain, with a short grace for
@@ -72,8 +73,7 @@ def _record(worker: Any, delivery: Delivery, reason: str) -> None:
         return
     config = worker.runtime.config
     error = TimeLimitExceeded(reason)
-    claimed = run.claim.attempts if run.claim is not None else 0
-    if max(run.attempt, claimed) >= config.max_attempts:
+    if attempts_used(run, config) >= config.max_attempts:
         run.outcome = Outcome(Disposition.DEAD_LETTER, reason=describe(error), error=error)
     else:
         run.outcome = Outcome(Disposition.RETRY, backoff(run.attempt, config), describe(error), error)
@@ -87,3 +87,15 @@ def _record(worker: Any, delivery: Delivery, reason: str) -> None:
     except Exception as exc:
         run.log.error("could not settle the overrun message (%s); it will be redelivered", describe(exc))
     worker._finish(delivery)  # settled: the heartbeat no longer extends it
+
+
+def attempts_used(run: TaskRun, config: Any) -> int:
+    """Attempts this task has used, counting this one.
+
+    On SQS the receive count, which survives the process and counts neither held copies
+    nor throttled waits. The embedded queues restart it at 1 when a message comes back
+    after a crash, so there the state store's claim count is taken when it is higher.
+    """
+    if config.is_sqs_broker or run.claim is None:
+        return run.attempt
+    return max(run.attempt, run.claim.attempts)
