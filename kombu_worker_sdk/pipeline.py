@@ -325,6 +325,11 @@ def record_failure(run: TaskRun, error: BaseException) -> None:
     if isinstance(error, HoldMessage):  # not a failure: the copy waits for the holder's lease
         run.log.info("%s (its lease ends in %.1fs): waiting in-process", reason, run.outcome.delay)
         return
+    if isinstance(error, RetryMessage) and error.delay is not None:  # a throttle (Retry-After)
+        run.log.info(
+            "retry asked for in %.1fs (%s): waiting in-process, no attempt used", run.outcome.delay, reason
+        )
+        return
     try:
         if run.outcome.disposition is Disposition.DEAD_LETTER:
             run.log.error("giving up: %s", reason)

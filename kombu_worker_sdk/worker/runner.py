@@ -26,6 +26,8 @@ from kombu_worker_sdk.signals import hooks_key, models
 from kombu_worker_sdk.transport import broker_connection, delivery_factory
 from kombu_worker_sdk.transport.delivery import Delivery
 from kombu_worker_sdk.worker.consumer import Worker
+from kombu_worker_sdk.worker.overrun import EXIT_TIME_LIMIT
+from kombu_worker_sdk.worker.recycle import RECYCLE_METRICS
 from kombu_worker_sdk.worker.runtime import build_runtime
 
 EXIT_NOW = 130
@@ -50,12 +52,15 @@ def serve(config: WorkerConfig, hooks: Any, *, max_messages: int | None = None) 
         max_messages=max_messages,
     )
     install_signal_handlers(worker)
+    worker.exit_on_overrun = flush_and_exit  # a hard time limit ends the process (EXIT_TIME_LIMIT)
+    RECYCLE_METRICS.recycler = worker.recycler
     METRICS.model_loaded(models.load_seconds(hooks_key(runtime.hooks)))
     health = HealthServer(worker, runtime, config.health_port) if config.health_port is not None else None
     if health is not None:
         health.start()
         runtime.logger.info("health and metrics on port %d", health.port)
     log_started(runtime)
+    log_limits(worker)
     try:
         worker.run()
     finally:
@@ -68,6 +73,8 @@ def serve(config: WorkerConfig, hooks: Any, *, max_messages: int | None = None) 
         runtime.close()
         traces.shutdown()  # export the last spans before the process ends
         runtime.logger.info("worker %s stopped after %d message(s)", runtime.worker_id, worker.settled)
+    if worker.overrun:  # the watchdog is ending the process: the same status whichever thread wins
+        flush_and_exit(EXIT_TIME_LIMIT)
     if unfinished:
         flush_and_exit(0)  # hook threads still running cannot be joined: leave without them
     return 0
@@ -97,6 +104,18 @@ def log_started(runtime: Any) -> None:
             "SQS broker with local %s: not shared with other workers; set BUCKET and DB_DSN",
             " and ".join(local),
         )
+
+
+def log_limits(worker: Worker) -> None:
+    """The limits on misbehaving hooks, and how close the worker is to its recycling ones."""
+    limits, throttle = worker.watchdog.base, worker.throttle
+    worker.runtime.logger.info(
+        "limits: soft_time_limit=%s time_limit=%s rate_limit=%s; %s",
+        f"{limits.soft:g}s" if limits.soft is not None else "none",
+        f"{limits.hard:g}s" if limits.hard is not None else "none",
+        f"{throttle.rate:g}/s" if throttle is not None else "none",
+        worker.recycler.describe(),
+    )
 
 
 def flush_and_exit(code: int) -> None:
