@@ -23,6 +23,8 @@ from kombu_worker_sdk.errors import (
     RejectMessage,
     RetryMessage,
     SkipMessage,
+    SoftTimeLimitExceeded,
+    TimeLimitExceeded,
     WorkerSDKError,
 )
 from kombu_worker_sdk.hooks import Outputs, WorkerHooks
@@ -64,10 +66,12 @@ __all__ = [
     "RejectMessage",
     "RetryMessage",
     "SkipMessage",
+    "SoftTimeLimitExceeded",
     "Stage",
     "TaskMessage",
     "TaskRun",
     "TaskStatus",
+    "TimeLimitExceeded",
     "WorkerConfig",
     "WorkerHooks",
     "WorkerSDKError",

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from kombu_worker_sdk.limits import Deadline
 from kombu_worker_sdk.logs import TaskLogger
 from kombu_worker_sdk.storage import ScopedStorage, Storage
 from kombu_worker_sdk.storage.prefetched import InputCache
@@ -34,6 +35,17 @@ class Context:
     message: TaskMessage | None = None
     attempt: int = 0
     extras: dict[str, Any] = field(default_factory=dict)
+    #: The running hook's time limits (README "Operating hooks that misbehave").
+    deadline: Deadline = field(default_factory=Deadline)
+
+    def time_left(self) -> float | None:
+        """Seconds until this message's soft (else hard) time limit; None with no limit."""
+        return self.deadline.time_left()
+
+    def check_time_limit(self) -> None:
+        """Raise ``SoftTimeLimitExceeded`` if the limit has passed: call it between steps,
+        e.g. in a loop over chunks, where the watchdog's interrupt cannot reach."""
+        self.deadline.check()
 
     @classmethod
     def for_worker(
@@ -65,4 +77,5 @@ class Context:
             logger=logger,
             message=msg,
             attempt=attempt,
+            deadline=Deadline(),
         )

@@ -25,7 +25,9 @@ catch the whole family in one clause. The tree::
     ├── PublishError                 fan-out could not be sent
     │   └── MessageTooLargeError     a child exceeds the queue's size limit
     ├── HookError                    a user hook raised (transient: retried)
-    │   └── PermanentError           raised by a hook to skip the retries
+    │   ├── PermanentError           raised by a hook to skip the retries
+    │   └── TimeLimitExceeded        a hook overran its hard time limit (the process exits)
+    │       └── SoftTimeLimitExceeded    raised inside the hook at its soft time limit
     └── FlowControl                  not failures: signals that steer the pipeline
         ├── SkipMessage              ack without further work (duplicate, already done)
         ├── RetryMessage             retry later, after ``delay`` seconds
@@ -153,6 +155,25 @@ class PermanentError(HookError):
     """Raise from a hook when retrying cannot help: the task fails at once."""
 
 
+class TimeLimitExceeded(HookError):
+    """A hook ran past its hard time limit (Celery's ``TimeLimitExceeded``).
+
+    A thread cannot be killed, so the worker records the attempt with this error,
+    hands its other messages back and exits (``worker.limits.EXIT_TIME_LIMIT``).
+    """
+
+
+class SoftTimeLimitExceeded(TimeLimitExceeded):
+    """Raised inside the hook at its soft time limit (Celery's ``SoftTimeLimitExceeded``).
+
+    A hook may catch it to clean up; uncaught, it fails the attempt like any HookError.
+    ``ctx.check_time_limit()`` raises it too, for a hook that checks between steps.
+    """
+
+    def __init__(self, message: str = "the hook ran past its soft time limit"):
+        super().__init__(message)
+
+
 class FlowControl(WorkerSDKError):
     """Base of the signals that steer the pipeline rather than report a failure."""
 
@@ -162,7 +183,13 @@ class SkipMessage(FlowControl):
 
 
 class RetryMessage(FlowControl):
-    """Stop the pipeline and retry the message after ``delay`` seconds."""
+    """Stop the pipeline and retry the message after ``delay`` seconds.
+
+    With ``delay`` (a throttle: the Retry-After of a 429) the worker keeps the message
+    and runs it again after the delay without using an attempt: no SQS receive is
+    counted and ``max_attempts`` is not approached. Without it, the retry is an attempt,
+    after the usual backoff.
+    """
 
     def __init__(self, reason: str, *, delay: float | None = None):
         super().__init__(reason)

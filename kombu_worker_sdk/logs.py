@@ -1,7 +1,8 @@
 """Structured JSON logging through python-json-logger.
 
 Every line is one JSON object carrying ``job_id``, ``task_id``, ``stage`` and
-``attempt`` (null outside a task), so one job can be followed across steps.
+``attempt`` (null outside a task), so one job can be followed across steps. With
+OpenTelemetry on, ``trace_id`` and ``span_id`` are the task span's.
 Hooks log through ``ctx.logger``, a :class:`TaskLogger` bound to the message.
 """
 
@@ -15,8 +16,9 @@ from typing import Any, TextIO
 from pythonjsonlogger.json import JsonFormatter
 
 from kombu_worker_sdk.masking import mask_url
+from kombu_worker_sdk.observability import tracing
 
-TASK_FIELDS = ("job_id", "task_id", "stage", "attempt", "trace_id", "worker_id")
+TASK_FIELDS = ("job_id", "task_id", "stage", "attempt", "trace_id", "span_id", "worker_id")
 ROOT_LOGGER = "kombu_worker_sdk"
 
 
@@ -27,6 +29,12 @@ class TaskFieldsFilter(logging.Filter):
         for name in TASK_FIELDS:
             if not hasattr(record, name):
                 setattr(record, name, None)
+        if (
+            getattr(record, "span_id", None) is None
+        ):  # a line outside a run's logger: the current span, if any
+            ids = tracing.active().log_ids()
+            if ids is not None:
+                record.trace_id, record.span_id = ids
         if isinstance(record.msg, str) and "://" in record.msg:
             record.msg = mask_url(record.msg)
         return True

@@ -30,6 +30,7 @@ from kombu_worker_sdk.errors import (
     SkipMessage,
     TaskConflictError,
 )
+from kombu_worker_sdk.observability import tracing
 from kombu_worker_sdk.signals import task_failure
 
 if TYPE_CHECKING:
@@ -258,7 +259,7 @@ class Pipeline:
         for run in active:
             run.log.set_stage(stage.name)
             run.ran.append(stage)
-        errors = self._call(stage, active)
+        errors = tracing.active().run_stage(stage.name, active, lambda: self._call(stage, active))
         elapsed = time.perf_counter() - started
         survivors = []
         for i, run in enumerate(active):
@@ -308,6 +309,7 @@ class Pipeline:
             except Exception:
                 run.log.exception("after-hook of stage %s failed", stage.name)
         run.log.set_stage(None)
+        tracing.active().end_task(run)
 
 
 def record_failure(run: TaskRun, error: BaseException) -> None:
@@ -322,6 +324,11 @@ def record_failure(run: TaskRun, error: BaseException) -> None:
         return
     if isinstance(error, HoldMessage):  # not a failure: the copy waits for the holder's lease
         run.log.info("%s (its lease ends in %.1fs): waiting in-process", reason, run.outcome.delay)
+        return
+    if isinstance(error, RetryMessage) and error.delay is not None:  # a throttle (Retry-After)
+        run.log.info(
+            "retry asked for in %.1fs (%s): waiting in-process, no attempt used", run.outcome.delay, reason
+        )
         return
     try:
         if run.outcome.disposition is Disposition.DEAD_LETTER:

@@ -6,9 +6,10 @@ Run it inside the services harness::
     python scripts/services.py -- python scripts/chaos.py [--jobs 8 --fanout 4 --workers 2 ...]
 
 Three steps, one SQS queue each (split → N parts → join), ``--workers`` real ``kombu-worker``
-processes per step. Every worker runs with ``KOMBU_WORKER_FAULTS`` set on all six fault points
-(``kombu_worker_sdk/faults.py``), so it kills itself at random stage boundaries; a supervisor
-restarts whatever died. Workers run with the shipped visibility timeout (``--visibility-timeout``
+processes per step. Every worker runs with ``KOMBU_WORKER_FAULTS`` set on all seven fault points
+(``kombu_worker_sdk/worker/faults.py``), so it kills itself at random stage boundaries, or hangs in
+the hooks stage (``hang_in_hooks``, at ``--hang-rate``) until its hard time limit (``--time-limit``)
+records the attempt and ends the process with 124; a supervisor restarts whatever died. Workers run with the shipped visibility timeout (``--visibility-timeout``
 sets a shorter one); a claim's lease is one visibility timeout, pushed by the heartbeat, so a dead
 worker's message and claim come back together. The bucket is versioned, so every write of every
 ``result.*`` object can be counted afterwards.
@@ -24,7 +25,8 @@ get SIGTERM, and the run is checked:
 * no job RUNNING without a task PENDING-and-queued or PROCESSING-and-leased (tests/invariants.py);
 * ``process`` re-ran only after a kill between ``process`` and the result write (``during_hooks``;
   with ``--concurrency``/``--batch-size`` above 1, any kill may interrupt several messages);
-* every worker death was an injected fault, and every SIGTERM stop exited 0.
+* every worker death was an injected fault (a SIGKILL per killed process, a 124 per process that
+  only hung), and every SIGTERM stop exited 0 (or ended in an injected fault).
 
 ``--concurrency``/``--batch-size`` put several messages in flight per worker, ``--sleep`` makes
 the split and part steps slow (longer than the visibility timeout: the heartbeat must keep them), ``--seed``
@@ -53,7 +55,13 @@ if str(REPO) not in sys.path:
 
 from chaoslib.checks import job_ids, jobs_done, split_message, verify, work_depth  # noqa: E402
 from chaoslib.report import recovery, render  # noqa: E402
-from chaoslib.workers import MAX_ATTEMPTS, STEPS, Supervisor, config_rejects_faults  # noqa: E402
+from chaoslib.workers import (  # noqa: E402
+    MAX_ATTEMPTS,
+    STEPS,
+    Supervisor,
+    config_rejects_faults,
+    time_limit_of,
+)
 
 from kombu_worker_sdk.config import load_config  # noqa: E402
 from tests import servers  # noqa: E402
@@ -76,6 +84,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=1, help="micro-batch size per worker (default 1)")
     parser.add_argument("--sleep", type=float, default=0.0, help="seconds each split/part step takes")
     parser.add_argument("--rate", type=float, default=0.08, help="kill probability per fault point")
+    parser.add_argument(
+        "--hang-rate",
+        type=float,
+        default=None,
+        help="probability of the hang fault in hooks (default --rate)",
+    )
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        help="the workers' hard time limit (default 3 + 2 x --sleep)",
+    )
     parser.add_argument(
         "--visibility-timeout",
         type=int,
@@ -186,6 +206,8 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             "batch_size": args.batch_size,
             "sleep": args.sleep,
             "rate": args.rate,
+            "hang_rate": args.hang_rate if args.hang_rate is not None else args.rate,
+            "time_limit_seconds": time_limit_of(args),
             "timeout": args.timeout,
             "seed": args.seed,
             "visibility_timeout": visibility,

@@ -6,7 +6,7 @@
 # Extra arguments go to pytest (e.g. `scripts/test.sh tests/unit -k claim`).
 source "$(dirname "$0")/bootstrap.sh"
 ensure_venv
-pip_install -e '.[test,demo,bench,dashboard]'
+pip_install -e '.[test,demo,bench,dashboard,otel]'
 command -v npm >/dev/null || apt_install npm
 # The dashboard's browser tests drive Debian's Chromium through Selenium: nothing is downloaded at run time.
 { command -v chromium && command -v chromedriver; } >/dev/null || apt_install chromium chromium-driver

@@ -28,6 +28,7 @@ from kombu import Connection
 
 from kombu_worker_sdk.config import WorkerConfig
 from kombu_worker_sdk.errors import ConfigError
+from kombu_worker_sdk.observability.tracing import TRACEPARENT
 from kombu_worker_sdk.transport import broker_connection
 from kombu_worker_sdk.transport.publish import KombuPublisher
 
@@ -120,7 +121,9 @@ def _redrive_sqs(config: WorkerConfig, limit: int | None, ids: Collection[str] |
             skipped.extend(m["ReceiptHandle"] for m in messages if m not in picked)
             if not picked:
                 continue
-            publisher._send_batch(target, [_entry(str(i), m["Body"], target) for i, m in enumerate(picked)])
+            publisher._send_batch(
+                target, [_traced(_entry(str(i), m["Body"], target), m) for i, m in enumerate(picked)]
+            )
             client.delete_message_batch(
                 QueueUrl=source,
                 Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(picked)],
@@ -167,6 +170,19 @@ def _sqs_letter(message: dict[str, Any]) -> DeadLetter:
         receive_count=int(attrs["ApproximateReceiveCount"]) if "ApproximateReceiveCount" in attrs else None,
         sent_at=int(sent) / 1000 if sent else None,
     )
+
+
+def _traced(entry: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
+    """A redriven letter keeps the W3C traceparent it was dead-lettered with (tracing's parent)."""
+    value = message.get("MessageAttributes", {}).get(TRACEPARENT, {}).get("StringValue")
+    if value:
+        entry["MessageAttributes"] = {TRACEPARENT: {"DataType": "String", "StringValue": value}}
+    return entry
+
+
+def _trace_header(headers: dict[str, Any]) -> dict[str, Any]:
+    value = headers.get(TRACEPARENT)
+    return {TRACEPARENT: value} if isinstance(value, str) and value else {}
 
 
 def _entry(entry_id: str, body: str, url: str) -> dict[str, Any]:
@@ -243,7 +259,9 @@ def _redrive_files(config: WorkerConfig, limit: int | None, ids: Collection[str]
             except FileNotFoundError:
                 continue
             try:
-                publisher._publish_many(config.queue, [letter.body], {}, "application/json")
+                publisher._publish_many(
+                    config.queue, [letter.body], _trace_header(letter.attributes), "application/json"
+                )
             except BaseException:
                 os.rename(claimed, path)  # not sent: put it back
                 raise
@@ -273,7 +291,9 @@ def _redrive_kombu(config: WorkerConfig, limit: int | None) -> int:
                     if isinstance(message.body, bytes)
                     else message.body
                 )
-                publisher._publish_many(config.queue, [body], {}, "application/json")
+                publisher._publish_many(
+                    config.queue, [body], _trace_header(message.headers or {}), "application/json"
+                )
                 message.ack()
                 moved += 1
         finally:

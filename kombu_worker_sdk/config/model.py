@@ -101,6 +101,14 @@ class WorkerConfig(BaseModel):
     receive_batch_size: int | None = Field(default=None, ge=1, le=10)
     visibility_timeout: int = Field(default=60, ge=0, le=43_200)
     fifo_group_by: Literal["job_id", "task_id"] = "job_id"
+    # Hooks that misbehave (README "Operating hooks that misbehave"): Celery's
+    # task_soft_time_limit / task_time_limit, worker_max_tasks_per_child,
+    # worker_max_memory_per_child and rate_limit. Unset: no limit.
+    soft_time_limit_seconds: float | None = Field(default=None, gt=0)
+    time_limit_seconds: float | None = Field(default=None, gt=0)
+    max_tasks_per_worker: int | None = Field(default=None, ge=1)
+    max_memory_mb: int | None = Field(default=None, ge=1)
+    rate_limit: str | None = None  # "10/s", "600/m", "3600/h"
     # Operations.
     stages: list[StageSpec] = Field(default_factory=list)
     log_level: str = "INFO"
@@ -121,6 +129,22 @@ class WorkerConfig(BaseModel):
     def _check_dirs(self) -> WorkerConfig:
         if self.retry_backoff_max_seconds < self.retry_backoff_seconds:
             raise ValueError("retry_backoff_max_seconds must be >= retry_backoff_seconds")
+        return self
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _check_rate_limit(cls, value: str | None) -> str | None:
+        from kombu_worker_sdk.limits import parse_rate
+
+        if value is not None:
+            parse_rate(value)  # ConfigError names the accepted forms
+        return value
+
+    @model_validator(mode="after")
+    def _check_time_limits(self) -> WorkerConfig:
+        soft, hard = self.soft_time_limit_seconds, self.time_limit_seconds
+        if soft is not None and hard is not None and soft >= hard:
+            raise ValueError("soft_time_limit_seconds must be below time_limit_seconds")
         return self
 
     @model_validator(mode="after")

@@ -133,6 +133,9 @@ class HealthServer:
             "settled": self.worker.settled,
             "worker_id": self.runtime.worker_id,
         }
+        overrun = getattr(self.worker, "overrun", None)
+        if overrun:  # the hung hook's thread cannot be stopped: only a restart frees the device
+            return False, {"status": "fail", "reason": f"{overrun}; the process has not exited", **body}
         thread = self.consume_thread
         if thread is not None and not thread.is_alive():
             return False, {"status": "fail", "reason": "the consume thread has exited", **body}
@@ -146,7 +149,8 @@ class HealthServer:
         if not self.worker.ready.is_set():
             failed["worker"] = "not consuming yet"
         elif getattr(self.worker, "should_stop", False):
-            failed["worker"] = "stopping"
+            recycling = getattr(getattr(self.worker, "recycler", None), "reason", None)
+            failed["worker"] = f"draining to recycle: {recycling}" if recycling else "stopping"
         if not models.is_loaded(hooks_key(self.runtime.hooks)):
             failed["model"] = "not loaded"
         backend_error = self._backends()

@@ -7,6 +7,7 @@ from typing import Any
 
 from kombu_worker_sdk.errors import FlowControl, HookError, PermanentError, WorkerSDKError
 from kombu_worker_sdk.hooks import Outputs, overrides_batch
+from kombu_worker_sdk.limits import interruptible
 from kombu_worker_sdk.pipeline import Stage, TaskRun
 from kombu_worker_sdk.signals import task_postrun, task_prerun
 from kombu_worker_sdk.worker.faults import fault_point
@@ -24,6 +25,7 @@ class HooksStage(Stage):
         try:
             run.outputs = check_outputs(_call_hook(hooks.process, ctx, msg))
             fault_point("during_hooks")
+            fault_point("hang_in_hooks")  # a hang at the hooks boundary: the hard time limit's case
         finally:
             task_postrun.send(hooks, task_id=msg.task_id, message=msg, ctx=ctx, outputs=run.outputs)
 
@@ -61,7 +63,8 @@ class HooksStage(Stage):
 
 def _call_hook(fn: Any, *args: Any) -> Any:
     try:
-        return fn(*args)  # on a device-lane thread (worker) or the caller's (LocalRunner)
+        with interruptible():  # on a device-lane thread; the soft time limit lands in here
+            return fn(*args)
     except Exception as exc:
         raise _wrap(exc) from exc
 

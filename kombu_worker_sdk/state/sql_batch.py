@@ -28,18 +28,20 @@ from kombu_worker_sdk.message import NextMessage, TaskMessage
 from kombu_worker_sdk.state import sql_paths
 from kombu_worker_sdk.state.base import Claim, ClaimOutcome, ClaimRequest, Completion, PendingChild
 from kombu_worker_sdk.state.dbapi import Cursor
-from kombu_worker_sdk.state.sql_paths import Store
+from kombu_worker_sdk.state.sql_paths import _ROW, TASK_INSERT, Store
 
-_ROOT_JOBS = (
-    "INSERT INTO kw_jobs (job_id, status, total, done, failed, created_at, updated_at) VALUES {rows} "
-    "ON CONFLICT (job_id) DO UPDATE SET total = kw_jobs.total + excluded.total, "
+_ROOT_JOBS_INSERT = (
+    "INSERT INTO kw_jobs (job_id, status, total, done, failed, created_at, updated_at) VALUES "
+)
+_ROOT_JOBS_UPSERT = (
+    " ON CONFLICT (job_id) DO UPDATE SET total = kw_jobs.total + excluded.total, "
     "status = CASE WHEN kw_jobs.status = 'CANCELLED' THEN 'CANCELLED' WHEN kw_jobs.failed > 0 "
     "THEN 'FAILED' WHEN kw_jobs.done >= kw_jobs.total + excluded.total THEN 'DONE' ELSE 'RUNNING' END, "
     "updated_at = excluded.updated_at RETURNING job_id, status"
 )
+_TAKE_KNOWN_VALUES = "WITH v (task_id, worker, digest) AS (VALUES "
 _TAKE_KNOWN = (
-    "WITH v (task_id, worker, digest) AS (VALUES {rows}) "
-    "UPDATE kw_tasks SET status = 'PROCESSING', worker_id = v.worker, lease_until = %s, "
+    ") UPDATE kw_tasks SET status = 'PROCESSING', worker_id = v.worker, lease_until = %s, "
     "attempts = kw_tasks.attempts + 1, updated_at = %s FROM v WHERE kw_tasks.task_id = v.task_id "
     "AND (kw_tasks.content_hash IS NULL OR kw_tasks.content_hash = v.digest) "
     "AND (kw_tasks.status = 'PENDING' OR (kw_tasks.status = 'PROCESSING' AND "
@@ -91,8 +93,8 @@ def _insert_processing(
         for m, w in requests
     ]
     sql = (
-        f"INSERT INTO kw_tasks ({sql_paths.TASK_INSERT}) VALUES "
-        + ", ".join([sql_paths._ROW] * len(rows))
+        f"INSERT INTO kw_tasks ({TASK_INSERT}) VALUES "
+        + ", ".join([_ROW] * len(rows))
         + " ON CONFLICT (task_id) DO NOTHING RETURNING task_id"
     )
     return {row[0] for row in store._run(cur, sql, [v for row in rows for v in row]).fetchall()}
@@ -106,7 +108,7 @@ def _cancel_new_roots_of_cancelled_jobs(
         return []
     per_job = Counter(requests[i][0].job_id for i in new)
     jobs = sorted(per_job)
-    sql = _ROOT_JOBS.format(rows=", ".join(["(%s, 'RUNNING', %s, 0, 0, %s, %s)"] * len(jobs)))
+    sql = _ROOT_JOBS_INSERT + ", ".join(["(%s, 'RUNNING', %s, 0, 0, %s, %s)"] * len(jobs)) + _ROOT_JOBS_UPSERT
     params = [v for job in jobs for v in (job, per_job[job], now, now)]
     cancelled = {job for job, status in store._run(cur, sql, params).fetchall() if status == "CANCELLED"}
     stopped = [i for i in new if requests[i][0].job_id in cancelled]
@@ -126,7 +128,7 @@ def _take_known(
     """One UPDATE takes every known task it may; returns {(task, claimant): attempts}."""
     if not requests:
         return {}
-    sql = _TAKE_KNOWN.format(rows=", ".join(["(%s, %s, %s)"] * len(requests)))
+    sql = _TAKE_KNOWN_VALUES + ", ".join(["(%s, %s, %s)"] * len(requests)) + _TAKE_KNOWN
     params = [v for m, w in requests for v in (m.task_id, w, m.content_hash())]
     rows = store._run(cur, sql, [*params, until, now, now]).fetchall()
     return {(task_id, worker): int(attempts) for task_id, worker, attempts in rows}
@@ -182,8 +184,8 @@ def _insert_children(
     added: dict[str, list[PendingChild]] = {}
     for chunk in sql_paths._chunks(rows):
         sql = (
-            f"INSERT INTO kw_tasks ({sql_paths.TASK_INSERT}) VALUES "
-            + ", ".join([sql_paths._ROW] * len(chunk))
+            f"INSERT INTO kw_tasks ({TASK_INSERT}) VALUES "
+            + ", ".join([_ROW] * len(chunk))
             + " ON CONFLICT (task_id) DO NOTHING RETURNING task_id"
         )
         for (task_id,) in store._run(cur, sql, [v for row in chunk for v in row]).fetchall():

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from kombu.message import Message
 
 from kombu_worker_sdk.ids import random_hex
+from kombu_worker_sdk.observability import tracing
 
 
 class ClaimedRun(Protocol):
@@ -39,10 +40,37 @@ class Delivery(ABC):
         self.message = message
         self.attempt = attempt
         self.received_at = time.monotonic()
-        self.run: ClaimedRun | None = None  # set while the pipeline works on it (for the heartbeat)
+        self._run: ClaimedRun | None = None
         self.holds = 0  # times held in-process through a backend outage
         self.token = random_hex(12)  # this delivery's claimant id, kept across holds
         self._settled = threading.Event()
+
+    @property
+    def run(self) -> ClaimedRun | None:
+        """The pipeline's run, set while it works on the message (for the heartbeat)."""
+        return self._run
+
+    @run.setter
+    def run(self, run: ClaimedRun | None) -> None:
+        self._run = run
+        extras = getattr(run, "extras", None)
+        if isinstance(extras, dict) and tracing.active().enabled:  # what the task span needs
+            extras[tracing.DELIVERY_KEY] = self.trace_fields()
+
+    def trace_fields(self) -> dict[str, Any]:
+        """The traceparent this message came with, its id and queue (OpenTelemetry's attributes)."""
+        return tracing.delivery_fields(self.traceparent, None, self.destination, "kombu")
+
+    @property
+    def traceparent(self) -> str | None:
+        """The W3C traceparent the producer sent beside the body, if any."""
+        value = (self.message.headers or {}).get(tracing.TRACEPARENT)
+        return value if isinstance(value, str) else None
+
+    @property
+    def destination(self) -> str:
+        info = self.message.delivery_info or {}
+        return str(info.get("routing_key") or info.get("exchange") or "")
 
     @property
     @abstractmethod

@@ -15,6 +15,7 @@ from kombu.utils.json import dumps
 
 from kombu_worker_sdk.config import WorkerConfig
 from kombu_worker_sdk.ids import random_hex
+from kombu_worker_sdk.observability import tracing
 from kombu_worker_sdk.transport.delivery import Delivery
 from kombu_worker_sdk.transport.publish import Publisher
 
@@ -39,6 +40,8 @@ class EmbeddedDelivery(Delivery):
 
     def _dead_letter(self, queue: str, reason: str, task_id: str | None) -> None:
         headers = {"x-error": reason, "x-task-id": task_id or "", "x-attempts": self.attempt}
+        if self.traceparent:  # a redriven copy continues the trace it came with
+            headers[tracing.TRACEPARENT] = self.traceparent
         self.publisher.publish_raw(queue, self.body, headers)
         self.message.ack()
 

@@ -11,19 +11,31 @@ from __future__ import annotations
 import json
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from kombu import Connection, Producer, Queue
 
 from kombu_worker_sdk.errors import BackendUnavailableError, MessageTooLargeError, PublishError
 from kombu_worker_sdk.message import TaskMessage
+from kombu_worker_sdk.observability import tracing
+
+
+def as_task(msg: TaskMessage | Mapping[str, Any]) -> TaskMessage:
+    """A message as a validated TaskMessage (dicts are checked against the contract)."""
+    return msg if isinstance(msg, TaskMessage) else TaskMessage.model_validate(dict(msg))
 
 
 def encode(msg: TaskMessage | Mapping[str, Any]) -> str:
     """The JSON body of a message (dicts are validated as task messages first)."""
-    task = msg if isinstance(msg, TaskMessage) else TaskMessage.model_validate(dict(msg))
-    return json.dumps(task.to_body(), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return json.dumps(as_task(msg).to_body(), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def trace_headers(traces: Sequence[str | None] | None) -> list[dict[str, Any]] | None:
+    """One header dict per body, the traceparent where there is one; None when untraced."""
+    if traces is None:
+        return None
+    return [{tracing.TRACEPARENT: t} if t else {} for t in traces]
 
 
 class Publisher(ABC):
@@ -33,10 +45,14 @@ class Publisher(ABC):
         self.max_message_bytes = max_message_bytes
 
     def publish(self, queue: str, msgs: Iterable[TaskMessage | Mapping[str, Any]]) -> int:
-        """Send every message to ``queue``; returns how many were sent."""
-        bodies = self.check(queue, msgs)
+        """Send every message to ``queue``; returns how many were sent.
+
+        With tracing on, each body goes with the W3C traceparent of the span that produced it.
+        """
+        items = list(msgs)
+        bodies = self.check(queue, items)
         if bodies:
-            self._send(queue, bodies)
+            self._send(queue, bodies, tracing.active().outgoing(items))
         return len(bodies)
 
     def check(self, queue: str, msgs: Iterable[TaskMessage | Mapping[str, Any]]) -> list[str]:
@@ -62,7 +78,8 @@ class Publisher(ABC):
         """Raise ConfigError if this publisher cannot reach ``queue``; embedded queues always can."""
 
     @abstractmethod
-    def _send(self, queue: str, bodies: list[str]) -> None: ...
+    def _send(self, queue: str, bodies: list[str], traces: Sequence[str | None] | None = None) -> None:
+        """Send encoded bodies; ``traces`` (when given) is each body's traceparent or None."""
 
     @abstractmethod
     def publish_raw(self, queue: str, body: bytes | str, attributes: Mapping[str, Any]) -> None:
@@ -81,23 +98,29 @@ class KombuPublisher(Publisher):
         self._producer: Producer | None = None
         self._lock = threading.Lock()  # Kombu producers are not thread-safe
 
-    def _send(self, queue: str, bodies: list[str]) -> None:
-        self._publish_many(queue, bodies, {}, "application/json")
+    def _send(self, queue: str, bodies: list[str], traces: Sequence[str | None] | None = None) -> None:
+        self._publish_many(queue, bodies, {}, "application/json", trace_headers(traces))
 
     def _publish_many(
-        self, queue: str, bodies: list[str], headers: dict[str, Any], content_type: str
+        self,
+        queue: str,
+        bodies: list[str],
+        headers: dict[str, Any],
+        content_type: str,
+        per_body: Sequence[dict[str, Any]] | None = None,
     ) -> None:
+        """Publish each body with ``headers`` and, when given, its own ``per_body`` headers."""
         with self._lock:
             try:
                 producer = self._producer or Producer(self.connection.default_channel)
                 self._producer = producer
-                for body in bodies:
+                for i, body in enumerate(bodies):
                     producer.publish(
                         body,
                         routing_key=queue,
                         content_type=content_type,
                         content_encoding="utf-8",
-                        headers=headers,
+                        headers={**headers, **per_body[i]} if per_body else headers,
                         declare=[Queue(queue, routing_key=queue)],
                         retry=True,
                     )
@@ -126,11 +149,17 @@ class MemoryPublisher(Publisher):
         super().__init__(max_message_bytes)
         self.sent: dict[str, list[dict[str, Any]]] = {}
         self.raw: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        #: The traceparent each task was sent with, by task_id (tracing on only).
+        self.traceparents: dict[str, str] = {}
         self._lock = threading.Lock()
 
-    def _send(self, queue: str, bodies: list[str]) -> None:
+    def _send(self, queue: str, bodies: list[str], traces: Sequence[str | None] | None = None) -> None:
+        decoded = [json.loads(b) for b in bodies]
         with self._lock:
-            self.sent.setdefault(queue, []).extend(json.loads(b) for b in bodies)
+            self.sent.setdefault(queue, []).extend(decoded)
+            for body, trace in zip(decoded, traces or [], strict=False):
+                if trace:
+                    self.traceparents[body["task_id"]] = trace
 
     def publish_raw(self, queue: str, body: bytes | str, attributes: Mapping[str, Any]) -> None:
         raw = body.decode("utf-8", "replace") if isinstance(body, bytes) else body

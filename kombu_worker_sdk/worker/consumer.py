@@ -36,9 +36,13 @@ from kombu_worker_sdk.transport.names import queue_name
 from kombu_worker_sdk.worker.faults import fault_point
 from kombu_worker_sdk.worker.heartbeat import Heartbeat
 from kombu_worker_sdk.worker.lanes import CpuMeter, DeviceLane, PhaseLane, ReadyQueue
+from kombu_worker_sdk.worker.overrun import cut_off
 from kombu_worker_sdk.worker.prefetch import PrefetchGovernor
+from kombu_worker_sdk.worker.ratelimit import worker_bucket
+from kombu_worker_sdk.worker.recycle import Recycler
 from kombu_worker_sdk.worker.runtime import Runtime
 from kombu_worker_sdk.worker.settling import MAX_OUTAGE_BACKOFF, Settling
+from kombu_worker_sdk.worker.watchdog import Watchdog
 
 DeliveryFactory = Any  # Callable[[Message], Delivery]
 #: Smallest group a phase lane takes at once (at batch_size 1 too: one claim for many).
@@ -94,6 +98,11 @@ class Worker(Settling, ConsumerMixin):  # type: ignore[misc]
         self.device = DeviceLane(config.concurrency, self.ready_runs, self.run_on_device)
         runtime.hook_runner = self.device  # publish_next too runs on the device lane
         self.heartbeat = Heartbeat(self, config)
+        # Hooks that misbehave (README "Operating hooks that misbehave"): time limits, rate, recycling.
+        self.watchdog = Watchdog(runtime, on_hard=lambda watch: cut_off(self, watch))
+        self.throttle, self.recycler = worker_bucket(config, runtime.hooks), Recycler(config)
+        self.overrun: str | None = None  # why the process is ending after a hard time limit
+        self.exit_on_overrun: Any = None  # Callable[[int], None]: the runner's os._exit
         METRICS.watch_lanes(self.lane_counts, self.governor)
 
     # -- Kombu's side ---------------------------------------------------
@@ -211,11 +220,20 @@ class Worker(Settling, ConsumerMixin):  # type: ignore[misc]
 
     def run_on_device(self, batch: list[Delivery]) -> None:
         """A device thread's turn: the hooks over one micro-batch, then its finish is queued."""
-        if self.should_stop:  # the stop came while these waited ready: never start them
-            self.abandon(batch)
+        throttle = self.throttle
+        if (
+            self.stopped()
+            or not self.admit(batch)
+            or (throttle and not throttle.acquire(len(batch), self.stopped))
+        ):
+            self.abandon(batch)  # the stop came while these waited ready: never start them
             return
         self._mark(batch, "device")
-        self._advance("device", self.device_stages, [run_of(d) for d in batch])
+        runs = [run_of(d) for d in batch]
+        with self.watchdog.watch(batch, runs) as watch:
+            self._advance("device", self.device_stages, runs)
+        if watch.fired.is_set():  # cut off at the hard time limit: settled by worker.overrun
+            return
         self._mark(batch, "finishing")
         if not self.finishing.push(batch):  # shut down after the grace: finish here, keep the results
             self.finish_batch(batch)

@@ -1,10 +1,12 @@
-"""Fault injection for chaos testing: SIGKILL this process at a named point.
+"""Fault injection for chaos testing: SIGKILL this process, or hang it, at a named point.
 
 Inert unless ``KOMBU_WORKER_FAULTS`` is set, e.g.
 ``after_claim=0.2,between_commit_and_publish=0.1`` (point=probability). Each
-kill is first appended to ``KOMBU_WORKER_FAULTS_LOG`` as ``point pid unix-time``,
-so a chaos run can count kills per boundary and time each recovery.
-``scripts/chaos.py`` drives it; production never sets it.
+fault is first appended to ``KOMBU_WORKER_FAULTS_LOG`` as ``point pid unix-time``,
+so a chaos run can count faults per boundary and time each recovery.
+``hang_in_hooks`` does not kill: it blocks the device thread for ever inside the
+hooks stage, as a CUDA call that never returns would, for the hard time limit to
+cut off (``worker.overrun``). ``scripts/chaos.py`` drives it; production never sets it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import threading
 import time
 
 POINTS = (
@@ -21,7 +24,10 @@ POINTS = (
     "after_store",
     "between_commit_and_publish",
     "after_publish",
+    "hang_in_hooks",
 )
+#: Points that hang the calling thread instead of killing the process.
+HANGS = frozenset({"hang_in_hooks"})
 
 
 def _parse(spec: str) -> dict[str, float]:
@@ -38,7 +44,7 @@ _RATES = _parse(os.environ.get("KOMBU_WORKER_FAULTS", ""))
 
 
 def fault_point(name: str) -> None:
-    """Maybe die here, as a pod killed by a spot reclaim or OOM would."""
+    """Maybe die here, as a pod killed by a spot reclaim or OOM would (or hang, for HANGS)."""
     rate = _RATES.get(name)
     if rate is None or random.random() >= rate:
         return
@@ -46,4 +52,6 @@ def fault_point(name: str) -> None:
     if log:
         with open(log, "a", encoding="utf-8") as handle:
             handle.write(f"{name} {os.getpid()} {time.time():.3f}\n")
+    if name in HANGS:
+        threading.Event().wait()  # never set: a blocking C call no exception can interrupt
     os.kill(os.getpid(), signal.SIGKILL)

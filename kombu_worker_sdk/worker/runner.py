@@ -19,15 +19,20 @@ from typing import Any
 from kombu_worker_sdk.config import WorkerConfig
 from kombu_worker_sdk.logs import configure_logging
 from kombu_worker_sdk.masking import mask_url
+from kombu_worker_sdk.observability import tracing_env
 from kombu_worker_sdk.observability.health import HealthServer
 from kombu_worker_sdk.observability.metrics import METRICS
 from kombu_worker_sdk.signals import hooks_key, models
 from kombu_worker_sdk.transport import broker_connection, delivery_factory
 from kombu_worker_sdk.transport.delivery import Delivery
 from kombu_worker_sdk.worker.consumer import Worker
+from kombu_worker_sdk.worker.overrun import EXIT_TIME_LIMIT
+from kombu_worker_sdk.worker.recycle import RECYCLE_METRICS
 from kombu_worker_sdk.worker.runtime import build_runtime
 
 EXIT_NOW = 130
+#: OpenTelemetry's ``service.name`` unless OTEL_SERVICE_NAME says otherwise.
+SERVICE_NAME = "kombu-worker"
 #: On a second signal, the most time spent handing claims back before exiting.
 HAND_BACK_SECONDS = 3.0
 
@@ -35,6 +40,7 @@ HAND_BACK_SECONDS = 3.0
 def serve(config: WorkerConfig, hooks: Any, *, max_messages: int | None = None) -> int:
     """Run a worker until stopped; returns the process exit status."""
     configure_logging(config.log_level)
+    traces = tracing_env.install_from_env(SERVICE_NAME)  # a no-op unless OTEL_* variables are set
     runtime = build_runtime(config, hooks)
     runtime.state.upgrade()
     deliveries = delivery_factory(runtime)  # checks the queues before the model loads
@@ -46,12 +52,15 @@ def serve(config: WorkerConfig, hooks: Any, *, max_messages: int | None = None) 
         max_messages=max_messages,
     )
     install_signal_handlers(worker)
+    worker.exit_on_overrun = flush_and_exit  # a hard time limit ends the process (EXIT_TIME_LIMIT)
+    RECYCLE_METRICS.recycler = worker.recycler
     METRICS.model_loaded(models.load_seconds(hooks_key(runtime.hooks)))
     health = HealthServer(worker, runtime, config.health_port) if config.health_port is not None else None
     if health is not None:
         health.start()
         runtime.logger.info("health and metrics on port %d", health.port)
     log_started(runtime)
+    log_limits(worker)
     try:
         worker.run()
     finally:
@@ -62,7 +71,10 @@ def serve(config: WorkerConfig, hooks: Any, *, max_messages: int | None = None) 
         if health is not None:
             health.stop()
         runtime.close()
+        traces.shutdown()  # export the last spans before the process ends
         runtime.logger.info("worker %s stopped after %d message(s)", runtime.worker_id, worker.settled)
+    if worker.overrun:  # the watchdog is ending the process: the same status whichever thread wins
+        flush_and_exit(EXIT_TIME_LIMIT)
     if unfinished:
         flush_and_exit(0)  # hook threads still running cannot be joined: leave without them
     return 0
@@ -92,6 +104,18 @@ def log_started(runtime: Any) -> None:
             "SQS broker with local %s: not shared with other workers; set BUCKET and DB_DSN",
             " and ".join(local),
         )
+
+
+def log_limits(worker: Worker) -> None:
+    """The limits on misbehaving hooks, and how close the worker is to its recycling ones."""
+    limits, throttle = worker.watchdog.base, worker.throttle
+    worker.runtime.logger.info(
+        "limits: soft_time_limit=%s time_limit=%s rate_limit=%s; %s",
+        f"{limits.soft:g}s" if limits.soft is not None else "none",
+        f"{limits.hard:g}s" if limits.hard is not None else "none",
+        f"{throttle.rate:g}/s" if throttle is not None else "none",
+        worker.recycler.describe(),
+    )
 
 
 def flush_and_exit(code: int) -> None:

@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Any
 
-from kombu_worker_sdk.errors import BackendUnavailableError, HoldMessage
+from kombu_worker_sdk.errors import BackendUnavailableError, HoldMessage, RetryMessage
 from kombu_worker_sdk.observability.metrics import METRICS
 from kombu_worker_sdk.pipeline import Disposition, TaskRun, describe
 from kombu_worker_sdk.transport.delivery import Delivery
@@ -35,6 +35,7 @@ class Settling:
     last_progress: float
     outage_since: float | None
     _held: dict[Delivery, threading.Timer]
+    recycler: Any
 
     def resubmit(self, delivery: Delivery) -> None:
         raise NotImplementedError
@@ -56,6 +57,11 @@ class Settling:
                 # (ChangeMessageVisibility, redelivery) each look would raise
                 # ApproximateReceiveCount, and the redrive policy would dead-letter a healthy task.
                 self._hold(delivery, min(outcome.delay, self._hold_backoff(delivery)))
+                return
+            if isinstance(outcome.error, RetryMessage) and outcome.error.delay is not None:
+                # A hook's RetryMessage(delay=...), e.g. a 429's Retry-After: wait in-process, the
+                # heartbeat keeping message and claim; through SQS it would count a receive.
+                self._hold(delivery, outcome.delay)
                 return
             if outcome.disposition is Disposition.ACK:
                 fault_point("after_publish")
@@ -140,6 +146,21 @@ class Settling:
             self.last_progress = time.monotonic()
             if self.max_messages is not None and self.settled >= self.max_messages:
                 self.should_stop = True
+
+    def stopped(self) -> bool:
+        return bool(self.should_stop)
+
+    def admit(self, batch: list[Delivery]) -> bool:
+        """Before a batch reaches the device: False once a recycling limit refuses it.
+
+        When a limit is reached the worker stops receiving; the drain hands the rest back
+        and the runner exits 0 (``worker.recycle``).
+        """
+        admitted = bool(self.recycler.admit(len(batch)))
+        if self.recycler.reason is not None and not self.should_stop:
+            self.runtime.logger.warning("recycling (%s): draining, then exiting", self.recycler.reason)
+            self.should_stop = True
+        return admitted
 
     def abandon(self, deliveries: list[Delivery]) -> None:
         """Release messages that will not finish here, handing their claimed tasks back.

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chaoslib.workers import STEPS, Supervisor
-from kombu_worker_sdk.worker.faults import POINTS
+from chaoslib.workers import FAULT_EXITS, STEPS, Supervisor
+from kombu_worker_sdk.worker.faults import HANGS, POINTS
+from kombu_worker_sdk.worker.overrun import EXIT_TIME_LIMIT
 from tests.integration.stack import Stack
 from tests.invariants import sqs_counter, stranded_jobs
 
@@ -187,11 +188,15 @@ def verify(
     # A worker may also kill itself at a fault point while it finishes its work after SIGTERM.
     deaths = sup.deaths + Counter(c for c in stop_codes if c != 0)
     sigkilled = deaths.get(-signal.SIGKILL, 0)
-    other_deaths = {code: n for code, n in deaths.items() if code != -signal.SIGKILL}
-    bad_stops = [c for c in stop_codes if c not in (0, -signal.SIGKILL)]
+    cut_off = deaths.get(EXIT_TIME_LIMIT, 0)
+    other_deaths = {code: n for code, n in deaths.items() if code not in FAULT_EXITS}
+    bad_stops = [c for c in stop_codes if c not in (0, *FAULT_EXITS)]
     # ``process`` re-runs only when its worker died after it ran and before the result was
     # written: every earlier run of a task must come from a process that was killed.
     killed_pids = {line[1] for line in kill_lines if len(line) > 1}
+    # A hang ends its process with the hard time limit (124) unless a kill got there first.
+    sigkill_pids = {line[1] for line in kill_lines if len(line) > 1 and line[0] not in HANGS}
+    hung_pids = killed_pids - sigkill_pids
     unexplained = unexplained_reruns(tmp / "markers", killed_pids)
     dlq = stack.depth("dlq")
     leftover = work_depth(stack)
@@ -201,6 +206,9 @@ def verify(
         "kills_total": len(kill_lines),
         "kills_per_boundary": {point: kills.get(point, 0) for point in POINTS},
         "kills_during_stop": stop_codes.count(-signal.SIGKILL),
+        # processes ended by a fault (a hang then a kill in one process is one), and those at stop
+        "faulted_processes": len(killed_pids),
+        "faults_during_stop": sum(1 for c in stop_codes if c in FAULT_EXITS),
         "worker_restarts": sup.restarts,
         "worker_deaths_by_exit_code": {str(k): v for k, v in sorted(sup.deaths.items())},
         "redeliveries_receive_count_gt_1": len(redelivered),
@@ -252,11 +260,18 @@ def verify(
         ),
         Check(
             "worker deaths not from an injected fault",
-            {"other_exit_codes": other_deaths, "sigkills": sigkilled, "kills_logged": len(kill_lines)},
+            {
+                "other_exit_codes": other_deaths,
+                "sigkills": sigkilled,
+                "time_limit_exits": cut_off,
+                "faults_logged": len(kill_lines),
+            },
             "0",
             not other_deaths
-            # one SIGKILL per killed process (two lanes may both log a kill before it dies)
-            and sigkilled == len(killed_pids),
+            # one SIGKILL per killed process (two lanes may both log a kill before it dies),
+            # one time-limit exit per process that only hung
+            and sigkilled == len(sigkill_pids)
+            and cut_off == len(hung_pids),
         ),
         Check(
             "SIGTERM stops not exiting 0",

@@ -16,7 +16,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kombu_worker_sdk.worker.faults import POINTS
+from kombu_worker_sdk.worker.faults import HANGS, POINTS
+from kombu_worker_sdk.worker.overrun import EXIT_TIME_LIMIT
 from tests.integration.stack import RUNNER, Stack
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,8 +45,16 @@ if os.environ.get("KWS_CHAOS_CONFIG_SHIM"):
 runpy.run_module("kombu_worker_sdk.runner", run_name="__main__", alter_sys=True)
 """
 SHIM_RUNNER = [sys.executable, "-c", SHIM]
-#: Give up early when workers keep dying of something other than an injected SIGKILL.
+#: Give up early when workers keep dying of something other than an injected fault.
 MAX_OTHER_DEATHS = 6
+#: How injected faults end a worker: SIGKILL, or the hard time limit cutting off a hang.
+FAULT_EXITS = (-signal.SIGKILL, EXIT_TIME_LIMIT)
+
+
+def time_limit_of(options: argparse.Namespace) -> float:
+    """The hard time limit: ``--time-limit``, else well past a step's ``--sleep``."""
+    given: float | None = getattr(options, "time_limit", None)
+    return given if given is not None else 3.0 + 2 * options.sleep
 
 
 def config_rejects_faults() -> str | None:
@@ -103,7 +112,9 @@ class Supervisor:
     _launches: int = 0
 
     def env(self, step: str) -> dict[str, str]:
-        spec = ",".join(f"{point}={self.options.rate}" for point in POINTS)
+        hang_rate = getattr(self.options, "hang_rate", None)
+        rates = {p: hang_rate if p in HANGS and hang_rate is not None else self.options.rate for p in POINTS}
+        spec = ",".join(f"{point}={rate}" for point, rate in rates.items())
         env = self.stack.env(
             step,
             NEXT_STEP[step],
@@ -114,6 +125,8 @@ class Supervisor:
             KOMBU_WORKER_CONCURRENCY=str(self.options.concurrency),
             KOMBU_WORKER_BATCH_SIZE=str(self.options.batch_size),
             KOMBU_WORKER_BATCH_WAIT_MS="200" if self.options.batch_size > 1 else "0",
+            # The hang fault's way out: cut off, the attempt recorded, the process ends (124).
+            KOMBU_WORKER_TIME_LIMIT_SECONDS=str(time_limit_of(self.options)),
         )
         if self.options.visibility_timeout is not None:  # else the shipped default
             env["KOMBU_WORKER_VISIBILITY_TIMEOUT"] = str(self.options.visibility_timeout)
@@ -152,7 +165,7 @@ class Supervisor:
             if code is None:
                 continue
             self.deaths[code] += 1
-            if code == -signal.SIGKILL:
+            if code in FAULT_EXITS:
                 self.killed.append(Death(slot.worker_id, slot.proc.pid, time.time(), self.claims_of(slot)))
             if self.other_deaths() > MAX_OTHER_DEATHS:
                 tail = (self.logs / f"{slot.step}-{slot.index}-{slot.starts - 1}.log").read_text()[-800:]
@@ -172,7 +185,7 @@ class Supervisor:
         return tuple(sorted(r[0] for r in rows))
 
     def other_deaths(self) -> int:
-        return sum(n for code, n in self.deaths.items() if code != -signal.SIGKILL)
+        return sum(n for code, n in self.deaths.items() if code not in FAULT_EXITS)
 
     def stop(self, timeout: float = 60) -> tuple[list[int], int]:
         """SIGTERM every worker and wait for each: (exit codes, workers killed for hanging)."""

@@ -148,7 +148,7 @@ def test_the_dashboard_in_a_real_browser(site: dict[str, Any]) -> None:
             e.get_attribute("data-state"): e.get_attribute("data-count")
             for e in driver.find_elements(By.CSS_SELECTOR, "#job-counts [data-state]")
         }
-        assert counts == {"RUNNING": "0", "DONE": "1", "FAILED": "1"}
+        assert counts == {"RUNNING": "0", "DONE": "1", "FAILED": "1", "CANCELLED": "0"}
 
         # The demo job's tree: detection → one analysis per face → completion, all DONE.
         driver.get(f"{base}/jobs/{demo_job}")

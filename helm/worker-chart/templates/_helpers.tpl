@@ -190,6 +190,19 @@ The worker container's environment.
 - name: KOMBU_WORKER_VISIBILITY_TIMEOUT
   value: {{ $v.worker.visibilityTimeout | quote }}
 {{- end }}
+{{- range $key, $name := dict "softTimeLimitSeconds" "soft_time_limit_seconds" "timeLimitSeconds" "time_limit_seconds" "maxTasksPerWorker" "max_tasks_per_worker" "maxMemoryMb" "max_memory_mb" "rateLimit" "rate_limit" }}
+{{- $val := index $v.worker $key }}
+{{- if and (not (kindIs "invalid" $val)) (not (hasKey $cfg $name)) }}
+- name: {{ printf "KOMBU_WORKER_%s" ($name | upper) }}
+  value: {{ $val | quote }}
+{{- end }}
+{{- end }}
+{{- if $v.modelCache.enabled }}
+{{- range $var := list "HF_HOME" "TORCH_HOME" "XDG_CACHE_HOME" }}
+- name: {{ $var }}
+  value: {{ printf "%s/%s" $v.modelCache.mountPath ($var | lower | replace "_home" "" | replace "_" "-") | quote }}
+{{- end }}
+{{- end }}
 {{- if include "kombu-worker.scaledJobMode" . }}
 {{- $n := int $v.keda.scaledJob.maxMessages }}
 {{- if not (hasKey $cfg "prefetch") }}
@@ -306,13 +319,28 @@ spec:
       securityContext:
         {{- toYaml . | nindent 8 }}
       {{- end }}
-      {{- with $v.extraVolumeMounts }}
+      {{- if or $v.extraVolumeMounts $v.modelCache.enabled }}
       volumeMounts:
+        {{- if $v.modelCache.enabled }}
+        - name: model-cache
+          mountPath: {{ $v.modelCache.mountPath }}
+        {{- end }}
+        {{- with $v.extraVolumeMounts }}
         {{- toYaml . | nindent 8 }}
+        {{- end }}
       {{- end }}
-  {{- with $v.extraVolumes }}
+  {{- if or $v.extraVolumes $v.modelCache.enabled }}
   volumes:
+    {{- if $v.modelCache.enabled }}
+    {{- $cache := dict }}
+    {{- with $v.modelCache.sizeLimit }}{{ $_ := set $cache "sizeLimit" . }}{{ end }}
+    {{- with $v.modelCache.medium }}{{ $_ := set $cache "medium" . }}{{ end }}
+    - name: model-cache
+      emptyDir: {{ toJson $cache }}
+    {{- end }}
+    {{- with $v.extraVolumes }}
     {{- toYaml . | nindent 4 }}
+    {{- end }}
   {{- end }}
   {{- with $v.nodeSelector }}
   nodeSelector:

@@ -8,7 +8,9 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 from kombu.message import Message
 
+from kombu_worker_sdk.observability import tracing
 from kombu_worker_sdk.transport.delivery import Delivery
+from kombu_worker_sdk.transport.names import queue_name
 from kombu_worker_sdk.transport.sqs.acks import AckBatcher
 from kombu_worker_sdk.transport.sqs.options import translate
 from kombu_worker_sdk.transport.sqs.publisher import SQS_MAX_VISIBILITY, SqsPublisher
@@ -43,6 +45,19 @@ class SqsDelivery(Delivery):
         return None  # raw SQS bodies carry no content type; envelopes are checked when decoded
 
     @property
+    def traceparent(self) -> str | None:
+        # Present only because the receive asks for it (fetch_message_attributes in options.py):
+        # SQS returns no message attributes that ReceiveMessage does not name.
+        attribute = self.sqs_message.get("MessageAttributes", {}).get(tracing.TRACEPARENT, {})
+        value = attribute.get("StringValue")
+        return value if isinstance(value, str) else None
+
+    def trace_fields(self) -> dict[str, Any]:
+        return tracing.delivery_fields(
+            self.traceparent, self.sqs_message.get("MessageId"), queue_name(self.queue_url), "aws_sqs"
+        )
+
+    @property
     def receipt_handle(self) -> str:
         handle: str = self.sqs_message["ReceiptHandle"]
         return handle
@@ -66,6 +81,8 @@ class SqsDelivery(Delivery):
 
     def _dead_letter(self, queue: str, reason: str, task_id: str | None) -> None:
         attributes = {"error": reason, "task_id": task_id or "-", "attempts": self.attempt}
+        if self.traceparent:  # a redriven copy continues the trace it came with
+            attributes[tracing.TRACEPARENT] = self.traceparent
         self.publisher.publish_raw(queue, self.body, attributes)
         self.message.ack()
 

@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 
 from kombu_worker_sdk.config import WorkerConfig
 from kombu_worker_sdk.errors import BackendUnavailableError, ConfigError, PublishError
+from kombu_worker_sdk.observability.tracing import ATTRIBUTE_NAMES
 from kombu_worker_sdk.transport.names import queue_name
 
 
@@ -49,7 +50,12 @@ def sqs_transport_options(config: WorkerConfig) -> dict[str, Any]:
         # Only used while every prefetch slot is busy: a short nap instead of a spin.
         "polling_interval": 0.05,
         "is_secure": not (endpoint or "https").startswith("http://"),
-        "fetch_message_attributes": {"MessageSystemAttributeNames": ["ApproximateReceiveCount"]},
+        # Kombu asks ReceiveMessage for no message attributes unless named here; the
+        # traceparent beside each body is one (OpenTelemetry's W3C trace context).
+        "fetch_message_attributes": {
+            "MessageSystemAttributeNames": ["ApproximateReceiveCount"],
+            "MessageAttributeNames": list(ATTRIBUTE_NAMES),
+        },
         "client-config": {"retries": {"mode": "standard", "max_attempts": 3}},
     }
 

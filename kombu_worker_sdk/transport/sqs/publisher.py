@@ -13,13 +13,14 @@ import hashlib
 import json
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from kombu_worker_sdk.config import WorkerConfig
 from kombu_worker_sdk.errors import ConfigError, PublishError
+from kombu_worker_sdk.observability.tracing import TRACEPARENT
 from kombu_worker_sdk.transport.publish import Publisher
 from kombu_worker_sdk.transport.sqs.options import new_client, queue_urls, translate
 from kombu_worker_sdk.transport.sqs.sends import CoalescingSender
@@ -57,9 +58,12 @@ class SqsPublisher(Publisher):
     def check_route(self, queue: str) -> None:
         self.url_for(queue)
 
-    def _send(self, queue: str, bodies: list[str]) -> None:
+    def _send(self, queue: str, bodies: list[str], traces: Sequence[str | None] | None = None) -> None:
         url = self.url_for(queue)
         entries = [self._entry(i, body, url) for i, body in enumerate(bodies)]
+        for entry, trace in zip(entries, traces or [], strict=False):
+            if trace:  # W3C trace context beside the body: the body stays the plain contract
+                entry["MessageAttributes"] = {TRACEPARENT: {"DataType": "String", "StringValue": trace}}
         if self._coalescer is not None and len(entries) < SQS_BATCH_ENTRIES:
             self._coalescer.send(url, entries)
         else:
