@@ -178,7 +178,7 @@ def run(s: Settings, out_dir: Path) -> Result:
         "targets": {
             "vs_bare": TARGETS["a_vs_bare"],
             "vs_celery": TARGETS["a_vs_celery"],
-            "files_vs_celery_file_backend": TARGETS["a_vs_celery_same_work"],
+            "vs_celery_file_backend": TARGETS["a_vs_celery_same_work"],
         },
     }
 
@@ -194,13 +194,17 @@ def rows(a: Result) -> list[Row]:
     for label, key, target in (
         ("kombu-worker / bare kombu", "kombu_worker_vs_bare", "a_vs_bare"),
         ("kombu-worker / celery", "kombu_worker_vs_celery", "a_vs_celery"),
+        # issue 11's ">= 2x Celery with a file result backend", read both ways: the SDK on
+        # memory:// (its own cost) and the SDK writing files too (the same work)
+        (
+            "kombu-worker (memory) / celery file backend",
+            "kombu_worker_vs_celery_file_backend",
+            "a_vs_celery_same_work",
+        ),
         ("kombu-worker files / celery file backend", "files_vs_celery_file_backend", "a_vs_celery_same_work"),
     ):
         out.append((label, fmt(a[key], ".3f"), f">= {TARGETS[target]}", verdict(a[key] >= TARGETS[target])))
-    for label, key in (
-        ("kombu-worker (memory) / celery file backend", "kombu_worker_vs_celery_file_backend"),
-        ("kombu-worker files / celery sqlite backend", "files_vs_celery_sqlite_backend"),
-    ):
+    for label, key in (("kombu-worker files / celery sqlite backend", "files_vs_celery_sqlite_backend"),):
         out.append((label, fmt(a[key], ".3f"), "", ""))
     return out
 
