@@ -35,12 +35,13 @@ URI_SCHEMES = frozenset({"s3", "file"})
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=256)
 def check_uri(uri: str, *, field: str) -> str:
     """Refuse URIs with a foreign scheme, control characters or ``..`` segments.
 
     A pure function of its arguments, asked several times per message (the model, the
     storage guard before each read): passing results are remembered, refusals are not.
+    The checks of one message come close together, so a few hundred entries serve them.
     """
     if _CONTROL_CHARS.search(uri):
         raise ValueError(f"{field} contains control characters")
