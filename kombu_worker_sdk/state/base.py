@@ -168,6 +168,14 @@ class StateStore(ABC):
         With ``worker_id``, only if that claimant still holds it.
         """
 
+    def unclaim(self, task_id: str, *, worker_id: str) -> None:
+        """Give back a claim whose hooks never started (prepared, then the worker stopped).
+
+        Unlike :meth:`retry_later` it records no error and takes back the attempt the claim
+        counted: nothing ran. SQL stores override it; this default keeps other stores correct.
+        """
+        self.retry_later(task_id, error="released before it started", worker_id=worker_id)
+
     @abstractmethod
     def fail(self, task_id: str, job_id: str | None, *, error: str, content_hash: str | None = None) -> None:
         """Mark the task FAILED for good (creating its row if unknown); DONE tasks stay DONE."""

@@ -173,6 +173,16 @@ class SqlStateStore(CancelQueries, MonitorQueries, StateStore):
                 (clean_text(error), time.time(), task_id, worker_id, worker_id),
             )
 
+    def unclaim(self, task_id: str, *, worker_id: str) -> None:
+        with self._tx() as cur:
+            self._run(
+                cur,
+                "UPDATE kw_tasks SET status = 'PENDING', attempts = attempts - 1, lease_until = NULL, "
+                "worker_id = NULL, updated_at = %s WHERE task_id = %s AND status = 'PROCESSING' "
+                "AND worker_id = %s AND attempts > 0",
+                (time.time(), task_id, worker_id),
+            )
+
     def fail(self, task_id: str, job_id: str | None, *, error: str, content_hash: str | None = None) -> None:
         with self._tx() as cur:
             row = self._run(

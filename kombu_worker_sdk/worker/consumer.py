@@ -216,7 +216,7 @@ class Worker(Settling, ConsumerMixin):  # type: ignore[misc]
         ready = [d for d in group if id(d.run) not in ended]
         self._mark(ready, "ready")
         if ready and not self.ready_runs.put(ready):
-            self.abandon(ready)  # the stop came while they were prepared: hand their claims back
+            self.abandon(ready, started=False)  # the stop came while they were prepared
 
     def run_on_device(self, batch: list[Delivery]) -> None:
         """A device thread's turn: the hooks over one micro-batch, then its finish is queued."""
@@ -226,7 +226,7 @@ class Worker(Settling, ConsumerMixin):  # type: ignore[misc]
             or not self.admit(batch)
             or (throttle and not throttle.acquire(len(batch), self.stopped))
         ):
-            self.abandon(batch)  # the stop came while these waited ready: never start them
+            self.abandon(batch, started=False)  # the stop came while these waited ready
             return
         self._mark(batch, "device")
         runs = [run_of(d) for d in batch]
@@ -323,7 +323,7 @@ class Worker(Settling, ConsumerMixin):  # type: ignore[misc]
             self._release(delivery)
         for delivery in self.preparing.close():
             self._release(delivery)
-        self.abandon(self.ready_runs.close())
+        self.abandon(self.ready_runs.close(), started=False)
         with self.capacity:
             self.capacity.wait_for(lambda: not self.inflight, timeout=max(deadline - time.monotonic(), 0))
             unfinished = [d for d in self.inflight if not d.settled]

@@ -162,20 +162,25 @@ class Settling:
             self.should_stop = True
         return admitted
 
-    def abandon(self, deliveries: list[Delivery]) -> None:
+    def abandon(self, deliveries: list[Delivery], *, started: bool = True) -> None:
         """Release messages that will not finish here, handing their claimed tasks back.
 
-        The next worker then claims at once instead of waiting out this one's lease.
+        The next worker then claims at once instead of waiting out this one's lease. A task
+        whose hooks never ``started`` gets its attempt back and no error.
         """
+        state = self.runtime.state
         for delivery in deliveries:
             if delivery.settled:
                 continue
             run = delivery.run
             if run is not None and run.claim is not None and run.task_id:
                 try:
-                    self.runtime.state.retry_later(
-                        run.task_id, error="interrupted by worker shutdown", worker_id=run.holder
-                    )
+                    if started:
+                        state.retry_later(
+                            run.task_id, error="interrupted by worker shutdown", worker_id=run.holder
+                        )
+                    else:
+                        state.unclaim(run.task_id, worker_id=run.holder)
                 except Exception as exc:
                     self.runtime.logger.warning("could not hand back %s: %s", run.task_id, describe(exc))
             self._release(delivery)

@@ -146,6 +146,10 @@ def test_shutdown_releases_what_has_not_started_and_finishes_what_has(make_worke
     # t was claimed but never started: its claim is handed back at once, before s finishes.
     wait_for(lambda: running.status("t-split") == "PENDING")
     assert running.status("s-split") == "PROCESSING"
+    handed_back = running.runtime.state.get_task("t-split")
+    assert handed_back is not None and (handed_back.attempts, handed_back.error) == (0, None), (
+        "nothing ran: the attempt is given back and no error recorded"
+    )
     hooks.gate("s-split").set()
     stopper.join(30)
     assert not stopper.is_alive()
