@@ -1,10 +1,11 @@
-"""The device lane: ``concurrency`` threads that run the hooks on batches formed from ready runs.
+"""The worker's lanes: the device lane that runs the hooks, and the I/O lane's two halves.
 
-Runs reach the :class:`ReadyQueue` already validated and claimed (the I/O lane prepared
-them). A device thread takes its next micro-batch as Triton's dynamic batcher does: as
-many ready runs as there are, up to ``batch_size``, waiting for more only until the
-oldest has waited ``batch_wait_ms``. With a backlog the queue is never empty when the
-device frees up, so batch N+1 starts the moment batch N ends.
+Runs reach the :class:`ReadyQueue` already validated and claimed (a :class:`PhaseLane`
+prepared them). A device thread takes its next micro-batch as Triton's dynamic batcher
+does: as many ready runs as there are, up to ``batch_size``, waiting for more only until
+the oldest has waited ``batch_wait_ms``. With a backlog the queue is never empty when the
+device frees up, so batch N+1 starts the moment batch N ends; another PhaseLane finishes
+batch N-1 meanwhile. Every user hook runs on a device thread (:meth:`DeviceLane.call`).
 """
 
 from __future__ import annotations
