@@ -27,7 +27,13 @@ R = TypeVar("R")
 #: Calls faster than this run inline: a thread hand-off (tens of µs) would cost more than
 #: the overlap saves. Memory and local-disk storage stay inline; S3 requests fan out.
 INLINE_BELOW_SECONDS = 0.001
-_SMOOTHING = 0.2
+#: Weight of the newest sample in the moving averages here and in ``worker.prefetch``.
+SMOOTHING = 0.2
+
+
+def moving_average(old: float | None, sample: float) -> float:
+    """The exponential moving average after ``sample``: a few samples to adapt, not one."""
+    return sample if old is None else old + SMOOTHING * (sample - old)
 
 
 class IOPool:
@@ -52,7 +58,7 @@ class IOPool:
         mean = self._means.get(key, INLINE_BELOW_SECONDS)  # unmeasured: fan out, and learn
         if len(items) <= 1 or self.max_workers <= 1 or mean < INLINE_BELOW_SECONDS:
             started = time.perf_counter()
-            results = [_capture(fn, item) for item in items]
+            results = [capture(fn, item) for item in items]
             if items:
                 self._learn(key, (time.perf_counter() - started) / len(items))
             return results
@@ -62,8 +68,7 @@ class IOPool:
         return [result for result, _ in timed]
 
     def _learn(self, key: str, seconds: float) -> None:
-        old = self._means.get(key)
-        self._means[key] = seconds if old is None else old + _SMOOTHING * (seconds - old)
+        self._means[key] = moving_average(self._means.get(key), seconds)
 
     def _pool(self) -> ThreadPoolExecutor:
         with self._lock:
@@ -80,11 +85,12 @@ class IOPool:
 
 def _timed(fn: Callable[[T], R], item: T) -> tuple[R | Exception, float]:
     started = time.perf_counter()
-    result = _capture(fn, item)
+    result = capture(fn, item)
     return result, time.perf_counter() - started
 
 
-def _capture(fn: Callable[[T], R], item: T) -> R | Exception:
+def capture(fn: Callable[[T], R], item: T) -> R | Exception:
+    """``fn(item)``, or the exception it raised: one item's error stays its own."""
     try:
         return fn(item)
     except Exception as exc:

@@ -6,7 +6,9 @@ Stdlib only, like everything scripts/services.py imports.
 from __future__ import annotations
 
 import os
+import shlex
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -28,6 +30,19 @@ def free_port() -> int:
         sock.bind((HOST, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def apt_install(package: str) -> None:
+    """Install a Debian package (as root), for a service the machine does not have yet."""
+    log(f"{package} not found; installing it with apt-get (as root)")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for cmd in (
+        ["apt-get", "update"],
+        ["apt-get", "install", "-y", "--no-install-recommends", package],
+    ):
+        result = subprocess.run(cmd, env=env, stdout=sys.stderr, stderr=sys.stderr, check=False)
+        if result.returncode != 0:
+            raise ServiceError(f"{shlex.join(cmd)} failed with code {result.returncode}")
 
 
 def is_root() -> bool:

@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services_common import HOST, ServiceError, free_port, is_root, log
+from services_common import HOST, ServiceError, apt_install, free_port, is_root
 from services_postgres import as_pg_user
 
 START_TIMEOUT = 30.0
@@ -40,18 +38,6 @@ def find_pgbouncer() -> str | None:
     return shutil.which("pgbouncer") or next(
         (p for p in ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer") if os.access(p, os.X_OK)), None
     )
-
-
-def install_pgbouncer() -> None:
-    log("PgBouncer not found; installing it with apt-get (as root)")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for cmd in (
-        ["apt-get", "update"],
-        ["apt-get", "install", "-y", "--no-install-recommends", "pgbouncer"],
-    ):
-        result = subprocess.run(cmd, env=env, stdout=sys.stderr, stderr=sys.stderr, check=False)
-        if result.returncode != 0:
-            raise ServiceError(f"{shlex.join(cmd)} failed with code {result.returncode}")
 
 
 def _answers(port: int) -> bool:
@@ -106,7 +92,7 @@ class PgBouncer:
         if binary is None:
             if not is_root():
                 raise PgBouncerMissing("pgbouncer not found (apt-get install pgbouncer, or run as root)")
-            install_pgbouncer()
+            apt_install("pgbouncer")
             binary = find_pgbouncer()
             if binary is None:
                 raise ServiceError("pgbouncer installed but not found on PATH")

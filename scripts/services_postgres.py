@@ -13,12 +13,11 @@ import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from services_common import HOST, ServiceError, free_port, is_root, log, pid_alive
+from services_common import HOST, ServiceError, apt_install, free_port, is_root, log, pid_alive
 
 PG_START_TIMEOUT = 60
 
@@ -40,18 +39,6 @@ def find_pg_bin() -> Path | None:
         if os.access(bindir / "initdb", os.X_OK):
             return bindir
     return None
-
-
-def install_postgres() -> None:
-    log("PostgreSQL not found; installing it with apt-get (as root)")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for cmd in (
-        ["apt-get", "update"],
-        ["apt-get", "install", "-y", "--no-install-recommends", "postgresql"],
-    ):
-        result = subprocess.run(cmd, env=env, stdout=sys.stderr, stderr=sys.stderr, check=False)
-        if result.returncode != 0:
-            raise ServiceError(f"{shlex.join(cmd)} failed with code {result.returncode}")
 
 
 def as_pg_user(cmd: list[str]) -> list[str]:
@@ -116,7 +103,7 @@ class Postgres:
         if self.bindir is None:
             if not is_root():
                 raise ServiceError("initdb/pg_ctl not found (install postgresql, or pass --no-postgres)")
-            install_postgres()
+            apt_install("postgresql")
             self.bindir = find_pg_bin()
             if self.bindir is None:
                 raise ServiceError("postgresql installed but initdb/pg_ctl still not found")

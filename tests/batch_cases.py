@@ -8,30 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from kombu_worker_sdk.message import FanIn, NextMessage, TaskMessage
+from kombu_worker_sdk.message import FanIn
 from kombu_worker_sdk.state import ClaimOutcome, StateStore
+from tests.integration.postgres_state.helpers import child, task
 
 Row = tuple[object, ...]
-
-
-def task(task_id: str, job_id: str = "job-b", **params: object) -> TaskMessage:
-    return TaskMessage(
-        job_id=job_id,
-        task_id=task_id,
-        input_uri="s3://in/x.png",
-        output_prefix=f"s3://out/{task_id}/",
-        params=dict(params),
-    )
-
-
-def child(task_id: str, job_id: str = "job-b", fan_in: FanIn | None = None) -> NextMessage:
-    return NextMessage(
-        job_id=job_id,
-        task_id=task_id,
-        input_uri="s3://in/x.png",
-        output_prefix=f"s3://out/{task_id}/",
-        fan_in=fan_in,
-    )
 
 
 def world(store: StateStore) -> None:
@@ -86,7 +67,7 @@ def claims_match_one_by_one(batched: StateStore, single: StateStore) -> None:
         ClaimOutcome.DONE,
     ]
     assert got[5].outcome is ClaimOutcome.CLAIMED and got[6].outcome is ClaimOutcome.HELD
-    jobs = ["job-b", "job-c", "job-x"]
+    jobs = ["job-1", "job-c", "job-x"]
     assert snapshot(batched, jobs) == snapshot(single, jobs)
 
 
@@ -112,10 +93,24 @@ def completions_match_one_by_one(batched: StateStore, single: StateStore) -> Non
     assert got == want
     assert [c.message.task_id for c in got[4]] == ["join"], "the last sibling releases the join"
     assert [c.message.task_id for c in got[5]] == ["again-child"], "a redelivery republishes"
-    assert snapshot(batched, ["job-b"]) == snapshot(single, ["job-b"])
+    assert snapshot(batched, ["job-1"]) == snapshot(single, ["job-1"])
 
 
-CASES: list[Callable[[StateStore, StateStore], None]] = [
+Case = Callable[[StateStore, StateStore], None]
+
+
+def run_case(case: Case, batched: StateStore, single: StateStore) -> None:
+    """Upgrade both fresh stores, run the case, close them."""
+    try:
+        for store in (batched, single):
+            store.upgrade()
+        case(batched, single)
+    finally:
+        for store in (batched, single):
+            store.close()
+
+
+CASES: list[Case] = [
     claims_match_one_by_one,
     completions_match_one_by_one,
 ]

@@ -20,7 +20,18 @@ from kombu_worker_sdk.storage import MemoryStorage
 from kombu_worker_sdk.transport import broker_connection
 from kombu_worker_sdk.worker.consumer import Worker
 from kombu_worker_sdk.worker.runtime import Runtime, build_runtime
-from tests import sample_hooks
+from tests import sample_hooks, servers
+
+#: Modules some tests skip without (``pytest.importorskip`` at a module's top); the test
+#: command installs them all, so under CI=true a missing one fails the run instead.
+INSTALLED_BY_THE_TEST_COMMAND = ("opentelemetry.sdk", "opentelemetry.proto", "selenium", "cv2", "celery")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if servers.in_ci():
+        for name in INSTALLED_BY_THE_TEST_COMMAND:
+            servers.require_module(name)
+
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

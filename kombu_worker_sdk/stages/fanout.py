@@ -10,8 +10,9 @@ sent fails its parent (with the reason) instead of sitting PENDING for ever.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
+from kombu_worker_sdk.concurrency import capture
 from kombu_worker_sdk.errors import (
     BackendUnavailableError,
     ConfigError,
@@ -41,7 +42,7 @@ class FanoutStage(Stage):
         """
         errors: dict[int, BaseException] = {}
         wanted: list[tuple[int, list[NextMessage]]] = []
-        asked = runs[0].runtime.hook_runner.call(lambda: [_capture(ask_publish_next, run) for run in runs])
+        asked = runs[0].runtime.hook_runner.call(lambda: [capture(ask_publish_next, run) for run in runs])
         for i, (run, raw) in enumerate(zip(runs, asked, strict=True)):
             try:
                 wanted.append((i, checked_children(run, raw)))
@@ -100,8 +101,8 @@ class FanoutStage(Stage):
     @staticmethod
     def children_of(run: TaskRun) -> list[NextMessage]:
         """The checked children ``publish_next`` asks for (nothing is written yet)."""
-        asked = run.runtime.hook_runner.call(lambda: _capture(ask_publish_next, run))
-        return checked_children(run, asked)
+        raw = run.runtime.hook_runner.call(lambda: ask_publish_next(run))
+        return checked_children(run, raw)
 
 
 def ask_publish_next(run: TaskRun) -> object:
@@ -116,23 +117,10 @@ def ask_publish_next(run: TaskRun) -> object:
         raise HookError(f"publish_next raised {type(exc).__name__}: {exc}") from exc
 
 
-def _capture(fn: Callable[[TaskRun], object], run: TaskRun) -> object:
-    """``fn(run)``, or the exception it raised, so one message's error stays its own."""
-    try:
-        return fn(run)
-    except Exception as exc:
-        return _Raised(exc)
-
-
-class _Raised:
-    def __init__(self, error: Exception):
-        self.error = error
-
-
 def checked_children(run: TaskRun, raw: object) -> list[NextMessage]:
     """Parse and check what publish_next returned (re-raising what it raised)."""
-    if isinstance(raw, _Raised):
-        raise raw.error
+    if isinstance(raw, Exception):  # publish_next raised it (on the device lane)
+        raise raw
     assert run.message is not None
     run.children = _parse_children(raw, run.message)
     check_children(run, run.children)

@@ -14,10 +14,9 @@ from __future__ import annotations
 import math
 import threading
 
+from kombu_worker_sdk.concurrency import moving_average
 from kombu_worker_sdk.config import WorkerConfig
 
-#: Weight of the newest sample in the moving averages: a few batches to adapt, not one.
-SMOOTHING = 0.2
 #: Batches held beyond those Little's law asks for: one ready for the device, one more for
 #: the jitter of storage and receive latencies (measured in bench section f).
 READY_MARGIN = 2.0
@@ -34,16 +33,13 @@ class PrefetchGovernor:
         self._means: dict[str, float] = {}
         self._lock = threading.Lock()
         self.device_busy_seconds = 0.0
-        self.device_batches = 0
 
     def observe(self, phase: str, seconds: float) -> None:
         """Record one batch's wall time in ``phase`` ("prepare", "device" or "finish")."""
         with self._lock:
-            old = self._means.get(phase)
-            self._means[phase] = seconds if old is None else old + SMOOTHING * (seconds - old)
+            self._means[phase] = moving_average(self._means.get(phase), seconds)
             if phase == "device":
                 self.device_busy_seconds += seconds
-                self.device_batches += 1
 
     def limit(self) -> int:
         """Messages the worker may hold now."""

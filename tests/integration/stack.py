@@ -118,6 +118,17 @@ class Stack:
                 Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)],
             )
 
+    def set_redrive(
+        self, max_receives: int, queue: str = "in", target_url: str | None = None, **attributes: str
+    ) -> None:
+        """Give ``queue`` a redrive policy into ``target_url`` (default: the stack's dead-letter queue)."""
+        target = target_url or self.queues["dlq"]
+        arn = self.sqs.get_queue_attributes(QueueUrl=target, AttributeNames=["QueueArn"])
+        policy = {"deadLetterTargetArn": arn["Attributes"]["QueueArn"], "maxReceiveCount": str(max_receives)}
+        self.sqs.set_queue_attributes(
+            QueueUrl=self.queues[queue], Attributes={"RedrivePolicy": json.dumps(policy), **attributes}
+        )
+
     def depth(self, queue: str) -> int:
         attrs = self.sqs.get_queue_attributes(
             QueueUrl=self.queues[queue],

@@ -44,12 +44,7 @@ def gated(stack: Stack, task: str, tmp: Path) -> dict[str, Any]:
 def redrive(tmp_path: Path) -> Any:
     """Queues with a short visibility timeout and a redrive policy of 2 receives."""
     stack = new_stack(tmp_path, "in", "next")
-    dlq_arn = stack.sqs.get_queue_attributes(QueueUrl=stack.queues["dlq"], AttributeNames=["QueueArn"])
-    policy = {"deadLetterTargetArn": dlq_arn["Attributes"]["QueueArn"], "maxReceiveCount": "2"}
-    stack.sqs.set_queue_attributes(
-        QueueUrl=stack.queues["in"],
-        Attributes={"RedrivePolicy": json.dumps(policy), "VisibilityTimeout": str(VISIBILITY)},
-    )
+    stack.set_redrive(2, VisibilityTimeout=str(VISIBILITY))
     yield stack
     stack.kill_workers()
 

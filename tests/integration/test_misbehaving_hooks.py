@@ -148,11 +148,7 @@ class ThrottlingApi:
 def one_receive(tmp_path: Path) -> Any:
     """Queues whose redrive policy dead-letters a message on its second receive."""
     stack = new_stack(tmp_path, "in", "next")
-    dlq_arn = stack.sqs.get_queue_attributes(QueueUrl=stack.queues["dlq"], AttributeNames=["QueueArn"])
-    policy = {"deadLetterTargetArn": dlq_arn["Attributes"]["QueueArn"], "maxReceiveCount": "1"}
-    stack.sqs.set_queue_attributes(
-        QueueUrl=stack.queues["in"], Attributes={"RedrivePolicy": json.dumps(policy)}
-    )
+    stack.set_redrive(1)
     yield stack
     stack.kill_workers()
 

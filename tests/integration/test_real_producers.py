@@ -7,7 +7,6 @@ worker is ``python -m kombu_worker_sdk.runner`` in a subprocess.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -139,9 +138,7 @@ def test_celery_protocol_1_and_pickle_are_refused_by_name_and_dead_lettered(stac
 
 
 def redrive_to(stack: Stack, target: str) -> None:
-    attributes = stack.sqs.get_queue_attributes(QueueUrl=target, AttributeNames=["QueueArn"])["Attributes"]
-    policy = json.dumps({"deadLetterTargetArn": attributes["QueueArn"], "maxReceiveCount": 5})
-    stack.sqs.set_queue_attributes(QueueUrl=stack.queues["in"], Attributes={"RedrivePolicy": policy})
+    stack.set_redrive(5, target_url=target)
 
 
 @pytest.mark.parametrize(

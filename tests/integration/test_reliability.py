@@ -74,11 +74,7 @@ def test_transient_failure_retries_by_visibility_with_receive_count(stack: Stack
 def test_giving_up_fails_the_task_and_dead_letters_once(tmp_path: Path, redrive_policy: bool) -> None:
     stack = new_stack(tmp_path, "in", "next")
     if redrive_policy:
-        dlq_arn = stack.sqs.get_queue_attributes(QueueUrl=stack.queues["dlq"], AttributeNames=["QueueArn"])
-        policy = {"deadLetterTargetArn": dlq_arn["Attributes"]["QueueArn"], "maxReceiveCount": "2"}
-        stack.sqs.set_queue_attributes(
-            QueueUrl=stack.queues["in"], Attributes={"RedrivePolicy": json.dumps(policy)}
-        )
+        stack.set_redrive(2)
     stack.send("in", leaf(stack, "gu1-a", fail_times=99))
     stack.start_worker(env=stack.env(KOMBU_WORKER_MAX_ATTEMPTS="5" if redrive_policy else "2"))
     try:

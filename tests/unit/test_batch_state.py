@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from kombu_worker_sdk.state import SqliteStateStore, StateStore
-from tests.batch_cases import CASES
+from kombu_worker_sdk.state import SqliteStateStore
+from tests.batch_cases import CASES, Case, run_case
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.__name__)
-def test_batch_matches_one_by_one(tmp_path: Path, case: Callable[[StateStore, StateStore], None]) -> None:
-    stores = [SqliteStateStore(tmp_path / f"{name}.db") for name in ("batched", "single")]
-    for store in stores:
-        store.upgrade()
-    try:
-        case(*stores)
-    finally:
-        for store in stores:
-            store.close()
+def test_batch_matches_one_by_one(tmp_path: Path, case: Case) -> None:
+    run_case(case, SqliteStateStore(tmp_path / "batched.db"), SqliteStateStore(tmp_path / "single.db"))

@@ -78,8 +78,7 @@ def with_inputs(storage: MemoryStorage, *jobs: str) -> MemoryStorage:
 
 
 def lease(running: Any, task_id: str) -> float:
-    row = running.runtime.state._tx  # the SQLite store's own transaction, read-only here
-    with row() as cur:
+    with running.runtime.state._tx() as cur:  # the SQLite store's own transaction, read-only here
         found = cur.execute("SELECT lease_until FROM kw_tasks WHERE task_id = ?", (task_id,)).fetchone()
     return float(found[0]) if found and found[0] is not None else 0.0
 

@@ -16,22 +16,8 @@ from pathlib import Path
 import pytest
 
 from kombu_worker_sdk.observability.tracing_env import MISSING_EXTRA, wanted
+from tests.unit.test_cli_first_use import LEAF_HOOKS, SCRIPT
 
-SCRIPT = Path(sys.executable).parent / "kombu-worker"
-LEAF_HOOKS = """\
-from kombu_worker_sdk import WorkerHooks
-
-
-class LeafHooks(WorkerHooks):
-    def load_pipeline(self, ctx):
-        return None
-
-    def process(self, ctx, msg):
-        return {"result": {"ok": True}}
-
-    def publish_next(self, ctx, msg, outputs):
-        return []
-"""
 #: Runs one message through ``kombu-worker``'s own entry point, then reports what was imported.
 RUN_AND_REPORT = """\
 import json, sys

@@ -6,13 +6,11 @@ Run with: ``python scripts/services.py -- python -m pytest tests/integration/pos
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 
-from kombu_worker_sdk.state import StateStore
 from kombu_worker_sdk.state.postgres import PostgresStateStore
-from tests.batch_cases import CASES, child, task
+from tests.batch_cases import CASES, Case, run_case
+from tests.integration.postgres_state.helpers import child, task
 from tests.integration.postgres_state.test_round_trips import Recording
 from tests.servers import fresh_database, through_pgbouncer
 
@@ -20,20 +18,11 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.__name__)
-def test_batch_matches_one_by_one(
-    dsn: str, request: pytest.FixtureRequest, case: Callable[[StateStore, StateStore], None]
-) -> None:
+def test_batch_matches_one_by_one(dsn: str, request: pytest.FixtureRequest, case: Case) -> None:
     other = fresh_database()
     if "pgbouncer" in request.node.callspec.id:
         other = through_pgbouncer(other)
-    stores = [PostgresStateStore(dsn), PostgresStateStore(other)]
-    for store in stores:
-        store.upgrade()
-    try:
-        case(*stores)
-    finally:
-        for store in stores:
-            store.close()
+    run_case(case, PostgresStateStore(dsn), PostgresStateStore(other))
 
 
 def test_a_batch_of_32_is_claimed_and_completed_in_a_few_statements(dsn: str) -> None:
